@@ -1,0 +1,13 @@
+"""HTTP surfaces, assembled in one place: the native API and one thin router per seed."""
+
+from fastapi import APIRouter
+
+from proxy.api import events, fastwan, native
+
+
+def build_router() -> APIRouter:
+    router = APIRouter()
+    router.include_router(native.router)
+    router.include_router(events.router)
+    router.include_router(fastwan.router)
+    return router

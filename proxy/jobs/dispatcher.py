@@ -1,0 +1,197 @@
+"""Feeds the backends: keeps up to `backend_queue_depth` prompts in each ComfyUI (one running,
+the next already waiting) so a GPU never idles waiting for the proxy; re-attaches active jobs
+after a restart; retries a job a crashed backend lost once on another backend."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import suppress
+from pathlib import Path
+
+from proxy.comfy import SocketState
+from proxy.errors import ComfyError
+from proxy.jobs.backends import Backend, BackendPool
+from proxy.jobs.models import ACTIVE, Job, JobStatus
+from proxy.jobs.store import JobStore, utcnow
+from proxy.jobs.tracker import JobTracker, Lost, Released
+from proxy.jobs.writer import JobWriter
+from proxy.media.storage import OutputStore
+from proxy.settings import Settings
+from proxy.workflows import WorkflowRegistry
+
+log = logging.getLogger("proxy.dispatcher")
+
+BACKEND_COOLDOWN_S = 2.0
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: JobStore,
+        writer: JobWriter,
+        pool: BackendPool,
+        registry: WorkflowRegistry,
+        outputs: OutputStore,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.writer = writer
+        self.pool = pool
+        self.registry = registry
+        self.outputs = outputs
+        self.uploads_dir: Path = settings.uploads_path
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._runners: dict[str, tuple[asyncio.Task[None], Backend]] = {}
+        self._closing = False
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def on_backend_state(self, backend: Backend, state: SocketState) -> None:
+        if state is SocketState.CONNECTED:
+            log.info("backend %s is up", backend.name)
+            backend.last_error = None
+            self.wake()
+        elif state is SocketState.DISCONNECTED:
+            backend.last_error = backend.socket.last_error
+
+    async def start(self) -> None:
+        await self.reconcile()
+        self._task = asyncio.create_task(self._loop(), name="dispatcher")
+        self.wake()
+
+    async def close(self) -> None:
+        """Stop feeding and stop following; jobs stay as they are and are re-attached later."""
+        self._closing = True
+        if self._task is not None:
+            self._task.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._task
+        runners = [task for task, _ in self._runners.values()]
+        for task in runners:
+            task.cancel()
+        for task in runners:
+            with suppress(asyncio.CancelledError):
+                await task
+        self._runners.clear()
+
+    async def reconcile(self) -> None:
+        """After a restart: follow again every job that was already in a ComfyUI."""
+        for job in await self.store.list(statuses=ACTIVE, oldest_first=True):
+            if job.backend is None:
+                continue  # still in our own queue: the loop will hand it out
+            backend = self.pool.get(job.backend)
+            if backend is None or job.prompt_id is None:
+                # Its backend left the configuration, or it was never submitted.
+                await self.writer.update(job.id, expect=ACTIVE, backend=None, prompt_id=None,
+                                         status=JobStatus.QUEUED)
+                continue
+            log.info("job %s re-attached to %s prompt=%s", job.id, backend.name, job.prompt_id)
+            self._spawn(backend, job)
+
+    async def _loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self._fill()
+            except ComfyError as exc:  # a backend failing mid-fill must not stop the loop
+                log.warning("dispatcher: %s", exc)
+
+    async def _fill(self) -> None:
+        depth = max(1, self.settings.backend_queue_depth)
+        while True:
+            free = [b for b in self.pool.up() if len(b.inflight) < depth]
+            if not free:
+                return
+            # Least busy first; among equals, the one that ran this kind of job last
+            # (its models are loaded) is preferred when the job is chosen below.
+            backend = min(free, key=lambda b: (len(b.inflight), b.index))
+            job = await self.store.claim_next(backend.name)
+            if job is None:
+                return
+            self._spawn(backend, job)
+
+    def _spawn(self, backend: Backend, job: Job) -> None:
+        backend.inflight.add(job.id)
+        backend.last_workflow = job.workflow
+        task = asyncio.create_task(self._run(backend, job), name=f"job:{job.id}")
+        self._runners[job.id] = (task, backend)
+
+    async def _run(self, backend: Backend, job: Job) -> None:
+        tracker = JobTracker(
+            writer=self.writer,
+            registry=self.registry,
+            outputs=self.outputs,
+            uploads_dir=self.uploads_dir,
+            backend=backend,
+            job=job,
+        )
+        try:
+            await tracker.run()
+        except Released as exc:
+            backend.last_error = str(exc)
+            backend.cooldown_until = asyncio.get_running_loop().time() + BACKEND_COOLDOWN_S
+            asyncio.get_running_loop().call_later(BACKEND_COOLDOWN_S, self.wake)
+            await self.writer.update(
+                job.id, expect=ACTIVE, backend=None, prompt_id=None, status=JobStatus.QUEUED,
+                message=f"Waiting for a ComfyUI backend: {exc}",
+            )
+        except Lost as exc:
+            await self._lost(backend, tracker.job, str(exc))
+        except ComfyError as exc:
+            # The backend went away mid-job: follow it again once the socket is back.
+            backend.last_error = exc.message
+            if not self._closing:
+                await self.writer.update(job.id, expect=ACTIVE, message=f"{exc.message}; retrying")
+                await backend.socket.wait_connected(self.settings.ws_reconnect_max_s * 3)
+                current = await self.store.get(job.id)
+                if current is not None and current.status in ACTIVE and not self._closing:
+                    backend.inflight.discard(job.id)
+                    self._runners.pop(job.id, None)
+                    self._spawn(backend, current)
+                    return
+        except asyncio.CancelledError:
+            raise
+        finally:
+            if self._runners.get(job.id, (None, None))[0] is asyncio.current_task():
+                self._runners.pop(job.id, None)
+                backend.inflight.discard(job.id)
+                if backend.current_job == job.id:
+                    backend.current_job = None
+                self.wake()
+
+    async def _lost(self, backend: Backend, job: Job, reason: str) -> None:
+        """Retry once on another backend that is up; otherwise fail with the reason."""
+        others = [b for b in self.pool.up() if b is not backend]
+        if job.retries < 1 and others:
+            log.warning("job %s lost on %s; retrying elsewhere", job.id, backend.name)
+            await self.writer.update(
+                job.id, expect=ACTIVE, status=JobStatus.QUEUED, backend=None, prompt_id=None,
+                retries=job.retries + 1, progress=0.0, stage=None, step=None,
+                message=f"{reason}; retrying on another backend",
+            )
+            return
+        now = utcnow()
+        await self.writer.update(
+            job.id, expect=ACTIVE, status=JobStatus.FAILED, error=reason, message=reason,
+            finished_at=now,
+        )
+
+    async def cancel(self, job_id: str) -> None:
+        """Stop following a job (its ComfyUI prompt is withdrawn by the caller)."""
+        entry = self._runners.pop(job_id, None)
+        if entry is None:
+            return
+        task, backend = entry
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
+        backend.inflight.discard(job_id)
+        if backend.current_job == job_id:
+            backend.current_job = None
+        self.wake()

@@ -1,0 +1,179 @@
+"""What the API surfaces may do with jobs. Every surface (native and compatibility) goes
+through this one service, so they all create and read the same jobs."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import anyio
+
+from proxy.errors import ComfyError, Conflict, NotFound, TooManyJobs
+from proxy.jobs.bus import EventBus
+from proxy.jobs.dispatcher import Dispatcher
+from proxy.jobs.models import ACTIVE, STARTABLE, Attempt, Job, JobStatus
+from proxy.jobs.store import JobStore, utcnow
+from proxy.jobs.writer import JobWriter
+from proxy.media.storage import OutputStore
+from proxy.settings import Settings
+from proxy.workflows import WorkflowRegistry
+
+log = logging.getLogger("proxy.jobs")
+
+
+class JobService:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: JobStore,
+        writer: JobWriter,
+        bus: EventBus,
+        registry: WorkflowRegistry,
+        dispatcher: Dispatcher,
+        outputs: OutputStore,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.writer = writer
+        self.bus = bus
+        self.registry = registry
+        self.dispatcher = dispatcher
+        self.outputs = outputs
+
+    async def create(
+        self,
+        workflow: str,
+        values: dict[str, Any],
+        *,
+        inputs: dict[str, dict[str, Any]] | None = None,
+        surface: str = "native",
+        client_key: str | None = None,
+        max_active: int | None = None,
+        start: bool = True,
+        batch_id: str | None = None,
+        label: str | None = None,
+        request: dict[str, Any] | None = None,
+    ) -> Job:
+        """Validate, resolve (random seed drawn and stored) and persist a job; queue it."""
+        flow = self.registry.get(workflow)
+        files = {name: info["upload_name"] for name, info in (inputs or {}).items()}
+        params = flow.resolve(values, files)
+        if max_active is not None and client_key is not None:
+            active = await self.store.count(statuses=ACTIVE, client_key=client_key)
+            if active >= max_active:
+                raise TooManyJobs(
+                    f"Too many concurrent requests: {active} of your jobs are still running "
+                    f"(limit {max_active}). Please try again when one finishes."
+                )
+        now = utcnow()
+        status = JobStatus.QUEUED if start else JobStatus.PENDING
+        job = Job(
+            id=str(uuid.uuid4()),
+            workflow=flow.name,
+            status=status,
+            params=params,
+            request=request if request is not None else values,
+            inputs=inputs or {},
+            surface=surface,
+            client_key=client_key,
+            batch_id=batch_id,
+            label=label,
+            message="Waiting for a GPU" if start else "Created; not started",
+            attempt=1 if start else 0,
+            attempts=[Attempt(number=1, status=status, started_at=now)] if start else [],
+            created_at=now,
+            updated_at=now,
+        )
+        await self.writer.create(job)
+        if start:
+            self.dispatcher.wake()
+        return job
+
+    async def get(self, job_id: str) -> Job:
+        job = await self.store.get(job_id)
+        if job is None:
+            raise NotFound(f"no job with id {job_id!r}")
+        return job
+
+    async def list(
+        self,
+        *,
+        statuses: Sequence[JobStatus] | None = None,
+        batch_id: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[Job]:
+        return await self.store.list(statuses=statuses, batch_id=batch_id, limit=limit, offset=offset)
+
+    async def count(self, *, statuses: Sequence[JobStatus] | None = None) -> int:
+        return await self.store.count(statuses=statuses)
+
+    async def start(self, job_id: str) -> Job:
+        """Start a pending job, or run a stopped or failed one again as a new attempt."""
+        job = await self.get(job_id)
+        if job.status not in STARTABLE:
+            raise Conflict(
+                f"job {job_id} is {job.status.value}; only pending, cancelled or failed jobs "
+                "can be started", status=job.status.value,
+            )
+        now = utcnow()
+        number = job.attempt + 1
+        attempts = [*job.attempts, Attempt(number=number, status=JobStatus.QUEUED, started_at=now)]
+        updated = await self.writer.update(
+            job_id, expect=STARTABLE, status=JobStatus.QUEUED, attempt=number, attempts=attempts,
+            backend=None, prompt_id=None, progress=0.0, stage=None, step=None, steps=None,
+            eta_s=None, error=None, retries=0, started_at=None, finished_at=None,
+            message="Waiting for a GPU",
+        )
+        if updated is None:
+            raise Conflict(f"job {job_id} changed state meanwhile; try again")
+        self.dispatcher.wake()
+        return updated
+
+    async def stop(self, job_id: str) -> Job:
+        """Cancel a pending, queued or running job (only its own ComfyUI prompt)."""
+        job = await self.get(job_id)
+        if job.status.finished:
+            return job
+        now = utcnow()
+        attempts = list(job.attempts)
+        if attempts:
+            attempts[-1] = attempts[-1].model_copy(
+                update={"status": JobStatus.CANCELLED, "finished_at": now, "error": None}
+            )
+        stopped = await self.writer.update(
+            job_id, expect=(JobStatus.PENDING, *ACTIVE), status=JobStatus.CANCELLED,
+            finished_at=now, attempts=attempts, eta_s=None, message="Stopped by user",
+        )
+        if stopped is None:
+            return await self.get(job_id)
+        await self.dispatcher.cancel(job_id)
+        await self._withdraw(job)
+        return stopped
+
+    async def _withdraw(self, job: Job) -> None:
+        backend = self.dispatcher.pool.get(job.backend)
+        if backend is None or job.prompt_id is None:
+            return
+        try:
+            await backend.client.delete_queued([job.prompt_id])
+            await backend.client.interrupt(job.prompt_id)
+        except ComfyError as exc:
+            log.warning("job %s: could not withdraw prompt %s: %s", job.id, job.prompt_id, exc)
+
+    async def delete(self, job_id: str) -> Job:
+        """Stop the job if it is active, then remove its files and its record."""
+        job = await self.stop(job_id)
+        await self.outputs.delete_job(job)
+        for info in (job.inputs or {}).values():
+            if info.get("stored"):
+                await anyio.Path(self.settings.uploads_path / info["stored"]).unlink(missing_ok=True)
+        await self.store.delete(job_id)
+        await self.writer.deleted(job)
+        return job
+
+    async def wait(self, job_id: str, predicate: Callable[[Job], bool], timeout_s: float) -> Job:
+        return await self.bus.wait_for(job_id, predicate, lambda: self.store.get(job_id), timeout_s)

@@ -1,0 +1,209 @@
+"""Persistence of jobs (SQLAlchemy Core; SQLite or PostgreSQL)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Float,
+    Integer,
+    String,
+    Table,
+    Text,
+    and_,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
+
+from proxy.db import Database, JSONType, metadata
+from proxy.jobs.models import Job, JobStatus
+
+jobs_table = Table(
+    "jobs",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("workflow", String(128), nullable=False),
+    Column("status", String(16), nullable=False, index=True),
+    Column("params", JSONType, nullable=False),
+    Column("request", JSONType, nullable=False),
+    Column("inputs", JSONType, nullable=False),
+    Column("surface", String(32), nullable=False),
+    Column("client_key", String(128), index=True),
+    Column("batch_id", String(64), index=True),
+    Column("label", String(256)),
+    Column("backend", String(256)),
+    Column("prompt_id", String(64), index=True),
+    Column("progress", Float, nullable=False, default=0.0),
+    Column("stage", String(64)),
+    Column("step", Integer),
+    Column("steps", Integer),
+    Column("eta_s", Float),
+    Column("message", Text),
+    Column("error", Text),
+    Column("outputs", JSONType, nullable=False),
+    Column("attempt", Integer, nullable=False, default=0),
+    Column("attempts", JSONType, nullable=False),
+    Column("retries", Integer, nullable=False, default=0),
+    Column("created_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("started_at", DateTime(timezone=True)),
+    Column("finished_at", DateTime(timezone=True)),
+)
+
+_JSON_FIELDS = ("params", "request", "inputs", "outputs", "attempts")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _to_row(job: Job) -> dict[str, Any]:
+    row = job.model_dump(mode="json")
+    for key in ("created_at", "updated_at", "started_at", "finished_at"):
+        row[key] = getattr(job, key)
+    row["status"] = job.status.value
+    return row
+
+
+def _from_row(row: Any) -> Job:
+    data = dict(row._mapping)
+    for key in ("created_at", "updated_at", "started_at", "finished_at"):
+        value = data.get(key)
+        if isinstance(value, datetime) and value.tzinfo is None:
+            data[key] = value.replace(tzinfo=UTC)  # SQLite drops the zone
+    return Job.model_validate(data)
+
+
+def _column_values(fields: dict[str, Any]) -> dict[str, Any]:
+    values = {}
+    for key, value in fields.items():
+        if isinstance(value, JobStatus):
+            value = value.value
+        elif key in _JSON_FIELDS:
+            value = [v.model_dump(mode="json") if hasattr(v, "model_dump") else v for v in value] \
+                if isinstance(value, list) else value
+        values[key] = value
+    return values
+
+
+class JobStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def insert(self, job: Job) -> None:
+        async with self.db.transaction() as conn:
+            await conn.execute(insert(jobs_table).values(**_to_row(job)))
+
+    async def get(self, job_id: str) -> Job | None:
+        async with self.db.engine.connect() as conn:
+            row = (await conn.execute(select(jobs_table).where(jobs_table.c.id == job_id))).first()
+        return _from_row(row) if row else None
+
+    async def update(
+        self,
+        job_id: str,
+        *,
+        expect: Sequence[JobStatus] | None = None,
+        expect_prompt_id: str | None = None,
+        **fields: Any,
+    ) -> Job | None:
+        """Set fields; with `expect`, only while the job is in one of those states.
+
+        Returns the updated job, or None when the condition did not hold (another writer won:
+        a stop beat a completion, say), so late events never overwrite a newer state.
+        """
+        fields.setdefault("updated_at", utcnow())
+        conditions = [jobs_table.c.id == job_id]
+        if expect is not None:
+            conditions.append(jobs_table.c.status.in_([s.value for s in expect]))
+        if expect_prompt_id is not None:
+            conditions.append(jobs_table.c.prompt_id == expect_prompt_id)
+        async with self.db.transaction() as conn:
+            result = await conn.execute(
+                update(jobs_table).where(and_(*conditions)).values(**_column_values(fields))
+            )
+            if result.rowcount == 0:
+                return None
+            row = (await conn.execute(select(jobs_table).where(jobs_table.c.id == job_id))).first()
+        return _from_row(row) if row else None
+
+    async def delete(self, job_id: str) -> bool:
+        async with self.db.transaction() as conn:
+            result = await conn.execute(delete(jobs_table).where(jobs_table.c.id == job_id))
+        return result.rowcount > 0
+
+    async def list(
+        self,
+        *,
+        statuses: Sequence[JobStatus] | None = None,
+        batch_id: str | None = None,
+        client_key: str | None = None,
+        backend: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+        oldest_first: bool = False,
+    ) -> list[Job]:
+        query = select(jobs_table)
+        if statuses:
+            query = query.where(jobs_table.c.status.in_([s.value for s in statuses]))
+        if batch_id is not None:
+            query = query.where(jobs_table.c.batch_id == batch_id)
+        if client_key is not None:
+            query = query.where(jobs_table.c.client_key == client_key)
+        if backend is not None:
+            query = query.where(jobs_table.c.backend == backend)
+        order = jobs_table.c.created_at.asc() if oldest_first else jobs_table.c.created_at.desc()
+        query = query.order_by(order, jobs_table.c.id).offset(offset)
+        if limit is not None:
+            query = query.limit(limit)
+        async with self.db.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_from_row(row) for row in rows]
+
+    async def count(
+        self, *, statuses: Sequence[JobStatus] | None = None, client_key: str | None = None
+    ) -> int:
+        query = select(func.count()).select_from(jobs_table)
+        if statuses:
+            query = query.where(jobs_table.c.status.in_([s.value for s in statuses]))
+        if client_key is not None:
+            query = query.where(jobs_table.c.client_key == client_key)
+        async with self.db.engine.connect() as conn:
+            return int((await conn.execute(query)).scalar_one())
+
+    async def claim_next(self, backend: str) -> Job | None:
+        """Atomically assign the oldest unassigned queued job to `backend`.
+
+        The conditional UPDATE makes this safe when several proxies share one PostgreSQL queue:
+        losing a race means another claimer took that job, so the loop ends after at most as
+        many rounds as there are queued jobs.
+        """
+        while True:
+            query = (
+                select(jobs_table.c.id)
+                .where(jobs_table.c.status == JobStatus.QUEUED.value)
+                .where(jobs_table.c.backend.is_(None))
+                .order_by(jobs_table.c.updated_at.asc(), jobs_table.c.id)
+                .limit(1)
+            )
+            async with self.db.engine.connect() as conn:
+                job_id = (await conn.execute(query)).scalar_one_or_none()
+            if job_id is None:
+                return None
+            async with self.db.transaction() as conn:
+                result = await conn.execute(
+                    update(jobs_table)
+                    .where(jobs_table.c.id == job_id)
+                    .where(jobs_table.c.status == JobStatus.QUEUED.value)
+                    .where(jobs_table.c.backend.is_(None))
+                    .values(backend=backend, updated_at=utcnow())
+                )
+            if result.rowcount:
+                return await self.get(job_id)

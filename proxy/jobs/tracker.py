@@ -1,0 +1,318 @@
+"""Follows one job on one backend: submit (or re-attach), turn websocket events into progress,
+then store the outputs named in /history.
+
+The same path serves a fresh submit, a re-attach after a proxy restart and a resync after a
+websocket drop: whenever events may have been missed, ask /queue then /history where the
+prompt is (in that order: ComfyUI writes history before it drops the prompt from the queue).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from proxy.comfy import ComfyEvent, HistoryEntry
+from proxy.comfy.models import DISCONNECTED, RECONNECTED
+from proxy.errors import ComfyError, ComfyUnavailable, PromptRejected
+from proxy.jobs.backends import Backend
+from proxy.jobs.models import ACTIVE, Job, JobStatus
+from proxy.jobs.progress import ProgressTracker
+from proxy.jobs.store import utcnow
+from proxy.jobs.writer import JobWriter
+from proxy.media.storage import OutputStore
+from proxy.workflows import WorkflowRegistry
+
+log = logging.getLogger("proxy.tracker")
+
+# Progress events are many (one per sampler step plus progress_state); write at most this often.
+PROGRESS_WRITE_INTERVAL_S = 0.25
+
+
+class Lost(Exception):
+    """ComfyUI no longer knows the prompt (restarted, or its queue was cleared)."""
+
+
+class Released(Exception):
+    """The job could not be submitted to this backend and goes back to the proxy's queue."""
+
+
+@dataclass
+class Outcome:
+    status: JobStatus
+    fields: dict[str, Any]
+
+
+class JobTracker:
+    def __init__(
+        self,
+        *,
+        writer: JobWriter,
+        registry: WorkflowRegistry,
+        outputs: OutputStore,
+        uploads_dir: Path,
+        backend: Backend,
+        job: Job,
+        idle_resync_s: float = 30.0,
+    ) -> None:
+        self.writer = writer
+        self.registry = registry
+        self.outputs = outputs
+        self.uploads_dir = uploads_dir
+        self.backend = backend
+        self.job = job
+        self.idle_resync_s = idle_resync_s
+        self.prompt_id = job.prompt_id
+        self.graph: dict[str, Any] = {}
+        self.progress: ProgressTracker | None = None
+        self._last_write = 0.0
+        self._success = False
+
+    # -- entry points ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Submit (when the job has no prompt yet) or re-attach, then follow to the end."""
+        submit = self.prompt_id is None
+        if submit:
+            self.prompt_id = str(uuid.uuid4())
+        self.graph = await self._build_graph(upload=submit)
+        self.progress = ProgressTracker(self.graph)
+        events = self.backend.socket.subscribe(self.prompt_id)
+        try:
+            if submit:
+                await self._submit()
+            else:
+                await self._resync(events)
+            await self._follow(events)
+        except _Done:
+            pass
+        finally:
+            self.backend.socket.unsubscribe(self.prompt_id, events)
+
+    async def _build_graph(self, *, upload: bool) -> dict[str, Any]:
+        workflow = self.registry.get(self.job.workflow)
+        params = dict(self.job.params)
+        for name, info in (self.job.inputs or {}).items():
+            if upload:
+                try:
+                    params[name] = await self.backend.client.upload(
+                        self.uploads_dir / info["stored"], info["upload_name"]
+                    )
+                except ComfyUnavailable as exc:
+                    raise Released(str(exc)) from exc
+            else:
+                params[name] = info.get("comfy_name") or info["upload_name"]
+        return workflow.fill(params, filename_prefix=f"fastwan/{self.job.id}")
+
+    async def _submit(self) -> None:
+        assert self.prompt_id is not None
+        try:
+            accepted = await self.backend.client.submit(
+                self.graph, client_id=self.backend.socket.client_id, prompt_id=self.prompt_id
+            )
+        except ComfyUnavailable as exc:
+            raise Released(str(exc)) from exc
+        except PromptRejected as exc:
+            failed = Outcome(JobStatus.FAILED, {"error": exc.message, "message": exc.message})
+            await self._finish(failed, check_prompt=False)
+            raise _Done() from None
+        attempts = list(self.job.attempts)
+        if attempts:
+            attempts[-1] = attempts[-1].model_copy(
+                update={"backend": self.backend.name, "prompt_id": accepted.prompt_id}
+            )
+        job = await self.writer.update(
+            self.job.id,
+            expect=ACTIVE,
+            prompt_id=accepted.prompt_id,
+            backend=self.backend.name,
+            attempts=attempts,
+            message=f"Queued in ComfyUI ({self.backend.name})",
+        )
+        if job is None:  # stopped while we were submitting
+            await self._withdraw()
+            raise _Done()
+        self.job = job
+
+    async def _withdraw(self) -> None:
+        """Take our prompt back out of ComfyUI (pending: delete; running: interrupt)."""
+        assert self.prompt_id is not None
+        try:
+            await self.backend.client.delete_queued([self.prompt_id])
+            await self.backend.client.interrupt(self.prompt_id)
+        except ComfyError as exc:
+            log.warning("job %s: could not withdraw prompt %s: %s", self.job.id, self.prompt_id, exc)
+
+    # -- following -------------------------------------------------------------------------
+
+    async def _follow(self, events: asyncio.Queue[ComfyEvent]) -> None:
+        while True:
+            try:
+                event = await asyncio.wait_for(events.get(), self.idle_resync_s)
+            except TimeoutError:
+                # Nothing heard for a while: a half-open socket looks exactly like this.
+                await self._resync(events)
+                continue
+            if await self._handle(event, events):
+                return
+
+    async def _handle(self, event: ComfyEvent, events: asyncio.Queue[ComfyEvent]) -> bool:
+        """Apply one event; True when the job is finished."""
+        progress = self.progress
+        assert progress is not None
+        kind, data = event.type, event.data
+        if kind == "execution_start":
+            progress.started()
+            await self._set_running()
+        elif kind == "execution_cached":
+            progress.cached([str(n) for n in data.get("nodes", [])])
+            await self._write_progress(force=True)
+        elif kind == "executing":
+            node = data.get("node")
+            if node is None:
+                await self._finish_from_history()
+                return True
+            if self.job.status is not JobStatus.RUNNING:
+                progress.started()
+                await self._set_running()
+            progress.executing(str(node))
+            await self._write_progress(force=True)
+        elif kind == "progress":
+            progress.progress(str(data.get("node")), float(data.get("value", 0)), float(data.get("max", 1)))
+            await self._write_progress()
+        elif kind == "executed":
+            progress.executed(str(data.get("node")))
+            await self._write_progress()
+        elif kind == "execution_success":
+            self._success = True
+        elif kind in ("execution_error", "execution_interrupted"):
+            pass  # the outcome is read from /history once `executing {node: null}` arrives
+        elif kind == RECONNECTED:
+            await self._resync(events)
+        elif kind == DISCONNECTED:
+            await self.writer.update(
+                self.job.id, expect=ACTIVE, message="Connection to ComfyUI lost; reconnecting"
+            )
+        return False
+
+    async def _resync(self, events: asyncio.Queue[ComfyEvent]) -> None:
+        """Find out where the prompt is after events may have been missed."""
+        assert self.prompt_id is not None
+        queue = await self.backend.client.queue()
+        if self.prompt_id in queue.running:
+            if self.job.status is not JobStatus.RUNNING:
+                await self._set_running()
+            return
+        if self.prompt_id in queue.pending:
+            return
+        entry = await self.backend.client.history(self.prompt_id)
+        if entry is None:
+            raise Lost(
+                f"ComfyUI at {self.backend.name} no longer knows this job "
+                "(it was probably restarted or its queue was cleared)"
+            )
+        events.put_nowait(ComfyEvent(type="executing", data={"node": None, "prompt_id": self.prompt_id}))
+
+    async def _set_running(self) -> None:
+        self.backend.current_job = self.job.id
+        now = utcnow()
+        job = await self.writer.update(
+            self.job.id,
+            expect=ACTIVE,
+            status=JobStatus.RUNNING,
+            started_at=self.job.started_at or now,
+            message="Generating video",
+            **(self.progress.snapshot() if self.progress else {}),
+        )
+        if job is not None:
+            self.job = job
+
+    async def _write_progress(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_write < PROGRESS_WRITE_INTERVAL_S:
+            return
+        self._last_write = now
+        assert self.progress is not None
+        snap = self.progress.snapshot()
+        stage = snap["stage"]
+        message = f"{stage.capitalize()}"
+        if snap["step"] and snap["steps"]:
+            message += f" (step {snap['step']}/{snap['steps']})"
+        job = await self.writer.update(self.job.id, expect=ACTIVE, message=message, **snap)
+        if job is not None:
+            self.job = job
+
+    # -- the end ---------------------------------------------------------------------------
+
+    async def _finish_from_history(self) -> None:
+        assert self.prompt_id is not None
+        entry: HistoryEntry | None = await self.backend.client.history(self.prompt_id)
+        if entry is None:
+            raise Lost(f"ComfyUI at {self.backend.name} finished the job but kept no history of it")
+        if entry.succeeded:
+            await self._store_outputs(entry)
+            return
+        failure = entry.failure
+        if failure is not None and failure.interrupted:
+            outcome = Outcome(JobStatus.CANCELLED, {"message": "Interrupted in ComfyUI", "error": None})
+        else:
+            text = failure.describe() if failure else "ComfyUI reported an error without details"
+            outcome = Outcome(JobStatus.FAILED, {"error": text, "message": text})
+        await self._finish(outcome)
+
+    async def _store_outputs(self, entry: HistoryEntry) -> None:
+        assert self.progress is not None
+        files = [f for f in entry.outputs if f.type == "output"]
+        if not files:
+            text = "ComfyUI finished but the workflow saved no output file"
+            await self._finish(Outcome(JobStatus.FAILED, {"error": text, "message": text}))
+            return
+        self.progress.storing()
+        await self._write_progress(force=True)
+        try:
+            records = await self.outputs.save(self.job.id, self.backend.client, files)
+        except ComfyUnavailable:
+            raise
+        except ComfyError as exc:
+            await self._finish(Outcome(JobStatus.FAILED, {"error": exc.message, "message": exc.message}))
+            return
+        done = await self._finish(
+            Outcome(
+                JobStatus.COMPLETED,
+                {"outputs": records, "progress": 100.0, "stage": "done", "eta_s": 0.0,
+                 "message": "Video ready", "error": None},
+            )
+        )
+        if done is None:  # stopped meanwhile: keep nothing
+            await self.outputs.delete([r.filename for r in records])
+
+    async def _finish(self, outcome: Outcome, *, check_prompt: bool = True) -> Job | None:
+        now = utcnow()
+        attempts = list(self.job.attempts)
+        if attempts:
+            attempts[-1] = attempts[-1].model_copy(
+                update={"status": outcome.status, "finished_at": now, "error": outcome.fields.get("error")}
+            )
+        job = await self.writer.update(
+            self.job.id,
+            expect=ACTIVE,
+            expect_prompt_id=self.prompt_id if check_prompt else None,
+            status=outcome.status,
+            finished_at=now,
+            attempts=attempts,
+            **outcome.fields,
+        )
+        if job is not None:
+            self.job = job
+            self.backend.jobs_done += 1
+        if self.backend.current_job == self.job.id:
+            self.backend.current_job = None
+        return job
+
+
+class _Done(Exception):
+    """Internal: the job reached its end during submit."""

@@ -1,0 +1,154 @@
+"""Starting the ComfyUI side for `./run.sh`: a real ComfyUI from COMFYUI_DIR (with our
+custom_nodes and model paths), or, when nothing is configured, the stand-in.
+
+Child processes are started without blocking the event loop and stopped on exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from proxy.settings import REPO_ROOT
+
+log = logging.getLogger("proxy.launcher")
+
+STANDIN_BANNER = """
+======================================================================
+  No ComfyUI configured (COMFYUI_URL / COMFYUI_DIR): starting the
+  STAND-IN ComfyUI. Videos are SYNTHETIC TEST PATTERNS, not FastWAN
+  output. Point the proxy at a real ComfyUI for real videos (README).
+======================================================================
+"""
+
+
+class LaunchError(RuntimeError):
+    """The ComfyUI side could not be started; the message says why and what to do."""
+
+
+@dataclass
+class ManagedProcess:
+    name: str
+    process: asyncio.subprocess.Process
+    url: str
+
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        if self.process.returncode is not None:
+            return
+        self.process.terminate()
+        try:
+            await asyncio.wait_for(self.process.wait(), timeout_s)
+        except TimeoutError:
+            self.process.kill()
+            await self.process.wait()
+
+
+def free_port(preferred: int | None = None, host: str = "127.0.0.1") -> int:
+    """`preferred` if nothing listens there, else any free port."""
+    for port in ([preferred] if preferred else []) + [0]:
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return int(sock.getsockname()[1])
+    raise LaunchError("no free TCP port on 127.0.0.1")
+
+
+def comfyui_python(comfyui_dir: Path) -> str:
+    """ComfyUI brings its own PyTorch: prefer COMFYUI_PYTHON, then a venv inside its folder."""
+    if os.environ.get("COMFYUI_PYTHON"):
+        return os.environ["COMFYUI_PYTHON"]
+    for candidate in (".venv/bin/python", "venv/bin/python", "python_embeded/python.exe"):
+        path = comfyui_dir / candidate
+        if path.exists():
+            return str(path)
+    return sys.executable
+
+
+def extra_model_paths(data_dir: Path, models_dir: Path | None) -> Path:
+    """ComfyUI's extra_model_paths.yaml: our custom_nodes, and MODELS_DIR when set."""
+    lines = ["fastwan_proxy:", f"    custom_nodes: {REPO_ROOT / 'custom_nodes'}"]
+    if models_dir is not None:
+        lines.insert(1, f"    base_path: {models_dir}")
+        for folder in ("diffusion_models", "text_encoders", "vae", "loras", "checkpoints"):
+            lines.append(f"    {folder}: {folder}/")
+    path = data_dir / "extra_model_paths.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+async def wait_http_ready(url: str, process: asyncio.subprocess.Process, timeout_s: float) -> None:
+    """Poll /system_stats until ComfyUI answers, the process dies, or time runs out."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    async with httpx.AsyncClient(timeout=2.0) as client:
+        while True:
+            if process.returncode is not None:
+                raise LaunchError(f"ComfyUI exited with code {process.returncode} while starting")
+            try:
+                if (await client.get(f"{url}/system_stats")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if asyncio.get_running_loop().time() > deadline:
+                raise LaunchError(f"ComfyUI did not answer at {url} within {timeout_s:.0f} s")
+            await asyncio.sleep(0.5)  # polling a starting process; bounded by the deadline
+
+
+async def launch_comfyui(
+    comfyui_dir: Path, data_dir: Path, models_dir: Path | None, port: int = 8188,
+    timeout_s: float = 300.0,
+) -> ManagedProcess:
+    main = comfyui_dir / "main.py"
+    if not main.is_file():
+        raise LaunchError(f"COMFYUI_DIR={comfyui_dir} has no main.py: is it a ComfyUI checkout?")
+    port = free_port(port)
+    config = extra_model_paths(data_dir, models_dir)
+    cmd = [
+        comfyui_python(comfyui_dir), str(main), "--listen", "127.0.0.1", "--port", str(port),
+        "--extra-model-paths-config", str(config),
+    ]
+    log.info("starting ComfyUI: %s", " ".join(cmd))
+    process = await asyncio.create_subprocess_exec(*cmd, cwd=str(comfyui_dir))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        await wait_http_ready(url, process, timeout_s)
+    except BaseException:
+        await ManagedProcess("comfyui", process, url).stop()
+        raise
+    return ManagedProcess("comfyui", process, url)
+
+
+async def launch_standin(
+    data_dir: Path, port: int = 8188, step_seconds: float = 0.25, timeout_s: float = 60.0
+) -> ManagedProcess:
+    sys.stderr.write(STANDIN_BANNER)
+    port = free_port(port)
+    cmd = [
+        sys.executable, "-m", "comfyui.standin", "--host", "127.0.0.1", "--port", str(port),
+        "--data-dir", str(data_dir), "--step-seconds", str(step_seconds),
+        "--with-models", str(REPO_ROOT / "comfyui" / "models.json"),
+    ]
+    process = await asyncio.create_subprocess_exec(
+        *cmd, cwd=str(REPO_ROOT), stdout=asyncio.subprocess.PIPE
+    )
+    assert process.stdout is not None
+    try:
+        line = await asyncio.wait_for(process.stdout.readline(), timeout_s)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise LaunchError(f"the stand-in did not start within {timeout_s:.0f} s") from None
+    text = line.decode().strip()
+    if not text.startswith("STANDIN READY "):
+        await process.wait()
+        raise LaunchError(f"the stand-in failed to start (exit {process.returncode}): {text}")
+    return ManagedProcess("standin", process, text.removeprefix("STANDIN READY ").strip())

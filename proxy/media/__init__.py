@@ -1,0 +1,1 @@
+"""Stored outputs: fetching them from ComfyUI, probing, serving with Range, zips."""

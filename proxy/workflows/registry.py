@@ -1,0 +1,246 @@
+"""Load templates and declarations, derive request models, and fill graphs.
+
+`Workflow.request_model` is a pydantic model built from the declaration (types, defaults,
+ranges, and the constraints ComfyUI does not enforce itself), so a bad request is a 422 that
+names the field before anything reaches ComfyUI.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model
+
+from proxy.errors import InvalidInput, NotFound
+from proxy.workflows.spec import ParamSpec, WorkflowSpec
+
+log = logging.getLogger("proxy.workflows")
+
+SEED_MAX = 2**64 - 1
+
+
+def _multiple_of(n: int) -> Callable[[int], int]:
+    def check(value: int) -> int:
+        if value % n:
+            lower = value - value % n
+            raise ValueError(
+                f"must be a multiple of {n} (got {value}; nearest: {lower or n} or {lower + n})"
+            )
+        return value
+
+    return check
+
+
+def _four_k_plus_1(value: int) -> int:
+    if (value - 1) % 4:
+        lower = value - (value - 1) % 4
+        raise ValueError(
+            f"must be 4k+1 frames, like 81 or 121 (got {value}; nearest: {lower} or {lower + 4})"
+        )
+    return value
+
+
+_PY_TYPES: dict[str, Any] = {"string": str, "int": int, "float": float, "bool": bool}
+
+
+def _field_for(param: ParamSpec) -> tuple[Any, Any]:
+    """(annotation, FieldInfo) for one declared parameter."""
+    extra: dict[str, Any] = {"description": param.description}
+    cast = int if param.type == "int" else float
+    if param.min is not None:
+        extra["ge"] = cast(param.min)
+    if param.max is not None:
+        extra["le"] = cast(param.max)
+    if param.min_length:
+        extra["min_length"] = param.min_length
+    if param.max_length is not None:
+        extra["max_length"] = param.max_length
+    if param.type == "choice":
+        from typing import Literal
+
+        base: Any = Literal[tuple(param.choices or ())]  # type: ignore[misc]
+    else:
+        base = _PY_TYPES[param.type]
+    validators: list[Any] = []
+    if param.multiple_of:
+        validators.append(AfterValidator(_multiple_of(param.multiple_of)))
+    if param.four_k_plus_1:
+        validators.append(AfterValidator(_four_k_plus_1))
+    annotation: Any = Annotated[(base, Field(**extra), *validators)] if validators or extra else base
+    if param.required:
+        return annotation, ...
+    if param.random or param.default is None:
+        return annotation | None, None
+    return annotation, param.default
+
+
+@dataclass
+class Workflow:
+    """A loaded template with its declaration."""
+
+    spec: WorkflowSpec
+    graph: dict[str, Any]
+    request_model: type[BaseModel] = field(init=False)
+
+    def __post_init__(self) -> None:
+        fields = {p.name: _field_for(p) for p in self.spec.params if not p.is_file}
+        model_name = "".join(part.title() for part in self.spec.name.split("_")) + "Request"
+        self.request_model = create_model(  # type: ignore[call-overload]
+            model_name, __config__=ConfigDict(extra="forbid"), **fields
+        )
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def file_params(self) -> list[ParamSpec]:
+        return [p for p in self.spec.params if p.is_file]
+
+    def param(self, name: str) -> ParamSpec | None:
+        return next((p for p in self.spec.params if p.name == name), None)
+
+    def validate(self, values: dict[str, Any]) -> dict[str, Any]:
+        """Check request values against the declaration; 422 naming the first bad field."""
+        try:
+            model = self.request_model.model_validate(values)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            name = ".".join(str(p) for p in err["loc"]) or "body"
+            raise InvalidInput(name, str(err["msg"]).removeprefix("Value error, ")) from None
+        return model.model_dump()
+
+    def resolve(self, values: dict[str, Any], files: dict[str, str] | None = None) -> dict[str, Any]:
+        """Validated values with defaults applied and random seeds drawn.
+
+        `files` maps file parameters to names already uploaded to ComfyUI's input folder.
+        """
+        resolved = self.validate(values)
+        for param in self.spec.params:
+            if param.is_file:
+                name = (files or {}).get(param.name)
+                if name is None and param.required:
+                    raise InvalidInput(param.name, f"an {param.type} file is required")
+                resolved[param.name] = name
+            elif resolved.get(param.name) is None:
+                if param.random:
+                    upper = int(param.max) if param.max is not None else SEED_MAX
+                    resolved[param.name] = secrets.randbelow(min(upper, 2**53 - 1) + 1)
+                elif param.default is not None:
+                    resolved[param.name] = param.default
+        return resolved
+
+    def fill(self, resolved: dict[str, Any], filename_prefix: str | None = None) -> dict[str, Any]:
+        """A copy of the graph with every bound slot set from `resolved`."""
+        graph = copy.deepcopy(self.graph)
+        for param in self.spec.params:
+            value = resolved.get(param.name)
+            if value is None:
+                continue
+            for target in param.targets:
+                graph[target.node]["inputs"][target.input] = value
+        if filename_prefix and self.spec.filename_prefix:
+            slot = self.spec.filename_prefix
+            graph[slot.node]["inputs"][slot.input] = filename_prefix
+        return graph
+
+    def model_files(self) -> list[tuple[str, str]]:
+        """(class_type, file name) of every loader input that names a model file."""
+        found = []
+        for node in self.graph.values():
+            for key, value in node.get("inputs", {}).items():
+                if isinstance(value, str) and key.endswith("_name") and "." in value:
+                    found.append((node["class_type"], value))
+        return found
+
+    def describe(self) -> dict[str, Any]:
+        spec = self.spec
+        return {
+            "id": spec.name,
+            "name": spec.title,
+            "description": spec.description,
+            "kind": spec.kind,
+            "aliases": spec.aliases,
+            "parameters": [p.public() for p in spec.params],
+        }
+
+
+def check_bindings(spec: WorkflowSpec, graph: dict[str, Any]) -> list[str]:
+    """Every way the declaration no longer matches the graph (a stale binding)."""
+    problems = []
+    slots = [(p.name, t) for p in spec.params for t in p.targets]
+    if spec.filename_prefix:
+        slots.append(("(filename prefix)", spec.filename_prefix))
+    for name, target in slots:
+        node = graph.get(target.node)
+        if node is None:
+            problems.append(f"{name}: node {target.node} ({target.class_type}) is not in the graph")
+        elif node.get("class_type") != target.class_type:
+            problems.append(
+                f"{name}: node {target.node} is {node.get('class_type')}, "
+                f"the declaration expects {target.class_type}"
+            )
+        elif target.input not in node.get("inputs", {}):
+            problems.append(f"{name}: node {target.node} has no input {target.input!r}")
+        elif isinstance(node["inputs"][target.input], list):
+            problems.append(
+                f"{name}: input {target.input!r} of node {target.node} is a link, not a value"
+            )
+    if spec.output_node not in graph:
+        problems.append(f"output node {spec.output_node} is not in the graph")
+    return problems
+
+
+@dataclass
+class WorkflowRegistry:
+    workflows: dict[str, Workflow]
+    # Templates that failed to load, with the reasons, so /api/models can say why.
+    broken: dict[str, list[str]]
+
+    def get(self, name: str) -> Workflow:
+        workflow = self.workflows.get(name) or self.by_alias(name)
+        if workflow is None:
+            served = ", ".join(sorted(self.workflows))
+            if name in self.broken:
+                raise NotFound(f"workflow {name!r} is not loaded: {'; '.join(self.broken[name])}")
+            raise NotFound(f"unknown workflow {name!r}; served: {served}")
+        return workflow
+
+    def by_alias(self, name: str) -> Workflow | None:
+        for workflow in self.workflows.values():
+            if name in workflow.spec.aliases:
+                return workflow
+        return None
+
+    def names(self) -> list[str]:
+        return sorted(self.workflows)
+
+
+def load_registry(directory: Path) -> WorkflowRegistry:
+    """Load every `<name>.params.json` + `<name>.json` pair in `directory`."""
+    workflows: dict[str, Workflow] = {}
+    broken: dict[str, list[str]] = {}
+    for decl_path in sorted(directory.glob("*.params.json")):
+        name = decl_path.name.removesuffix(".params.json")
+        graph_path = decl_path.with_name(f"{name}.json")
+        try:
+            spec = WorkflowSpec.model_validate_json(decl_path.read_text())
+            graph = json.loads(graph_path.read_text())
+        except (OSError, ValueError) as exc:
+            broken[name] = [f"cannot read {decl_path.name} / {graph_path.name}: {exc}"]
+            log.error("workflow %s not loaded: %s", name, exc)
+            continue
+        problems = check_bindings(spec, graph)
+        if problems:
+            broken[name] = problems
+            log.error("workflow %s has stale bindings: %s", name, "; ".join(problems))
+            continue
+        workflows[spec.name] = Workflow(spec=spec, graph=graph)
+    return WorkflowRegistry(workflows=workflows, broken=broken)

@@ -1,0 +1,80 @@
+"""The job store on SQLite and PostgreSQL (skipped where no PostgreSQL answers)."""
+
+import asyncio
+import uuid
+from datetime import timedelta
+
+from proxy.db import Database
+from proxy.jobs.models import Attempt, Job, JobStatus, OutputRecord
+from proxy.jobs.store import JobStore, utcnow
+
+
+def make_job(**kw):
+    now = kw.pop("created_at", utcnow())
+    return Job(id=kw.pop("id", str(uuid.uuid4())), workflow="fastwan_t2v",
+               status=kw.pop("status", JobStatus.QUEUED), params={"prompt": "x", "seed": 2**63 + 5},
+               created_at=now, updated_at=now, **kw)
+
+
+async def test_round_trip_and_conditional_updates(database_url):
+    db = Database(database_url)
+    await db.create_all()
+    store = JobStore(db)
+    try:
+        job = make_job(attempts=[Attempt(number=1, status=JobStatus.QUEUED)])
+        await store.insert(job)
+        got = await store.get(job.id)
+        assert got == job and got.seed == 2**63 + 5
+        assert got.created_at.tzinfo is not None
+
+        out = OutputRecord(filename="a.mp4", content_type="video/mp4", size_bytes=3, node_id="58",
+                           comfy_filename="video/x.mp4", frames=9)
+        done = await store.update(job.id, expect=(JobStatus.RUNNING,), status=JobStatus.COMPLETED)
+        assert done is None  # not running: the condition protects newer states
+        running = await store.update(job.id, status=JobStatus.RUNNING, prompt_id="p1")
+        assert running.status is JobStatus.RUNNING
+        assert await store.update(job.id, expect_prompt_id="other", progress=50.0) is None
+        done = await store.update(job.id, expect=(JobStatus.RUNNING,), expect_prompt_id="p1",
+                                  status=JobStatus.COMPLETED, outputs=[out])
+        assert done.outputs == [out] and done.status is JobStatus.COMPLETED
+        assert await store.delete(job.id) and await store.get(job.id) is None
+    finally:
+        await db.close()
+
+
+async def test_list_filters_and_orders_newest_first(database_url):
+    db = Database(database_url)
+    await db.create_all()
+    store = JobStore(db)
+    try:
+        t0 = utcnow()
+        jobs = [make_job(created_at=t0 + timedelta(seconds=i), client_key="k" if i % 2 else None,
+                         status=JobStatus.COMPLETED if i == 0 else JobStatus.QUEUED, batch_id="b" if i < 2 else None)
+                for i in range(4)]
+        for job in jobs:
+            await store.insert(job)
+        assert [j.id for j in await store.list()] == [j.id for j in reversed(jobs)]
+        assert [j.id for j in await store.list(limit=2, offset=1)] == [jobs[2].id, jobs[1].id]
+        assert len(await store.list(statuses=[JobStatus.QUEUED])) == 3
+        assert {j.id for j in await store.list(batch_id="b")} == {jobs[0].id, jobs[1].id}
+        assert await store.count(statuses=[JobStatus.QUEUED], client_key="k") == 2
+    finally:
+        await db.close()
+
+
+async def test_claim_hands_each_job_to_exactly_one_backend(database_url):
+    db = Database(database_url)
+    await db.create_all()
+    store = JobStore(db)
+    try:
+        ids = []
+        for _ in range(6):
+            job = make_job()
+            ids.append(job.id)
+            await store.insert(job)
+        claims = await asyncio.gather(*(store.claim_next(f"b{i % 3}") for i in range(8)))
+        claimed = [c.id for c in claims if c is not None]
+        assert sorted(claimed) == sorted(ids)  # all six, none twice
+        assert await store.claim_next("b0") is None
+    finally:
+        await db.close()
