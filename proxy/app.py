@@ -113,6 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.index_html = STATIC_DIR / "index.html"
     install_error_handlers(app)
     app.include_router(build_router())
     if STATIC_DIR.is_dir():

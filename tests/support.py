@@ -1,0 +1,129 @@
+"""Real servers on loopback ports for the end-to-end layers: the stand-in ComfyUI as a child
+process (the proxy meets it only over HTTP and websockets) and the proxy under uvicorn.
+
+Readiness is never waited for with sleeps: the stand-in prints one READY line, and the proxy
+is served on a socket bound before the server starts, so early clients simply queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import selectors
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import uvicorn
+
+from proxy.app import create_app
+from proxy.settings import Settings
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MANIFEST = REPO_ROOT / "comfyui" / "models.json"
+
+
+@dataclass
+class StandinProcess:
+    url: str
+    process: subprocess.Popen[bytes]
+    data_dir: Path
+
+    def control(self, method: str, path: str, **kwargs: object) -> httpx.Response:
+        """Call a stand-in control route (`/_standin/...`)."""
+        response = httpx.request(method, f"{self.url}/_standin/{path}", timeout=10, **kwargs)
+        response.raise_for_status()
+        return response
+
+
+def _read_ready_line(process: subprocess.Popen[bytes], timeout_s: float) -> str:
+    assert process.stdout is not None
+    with selectors.DefaultSelector() as sel:
+        sel.register(process.stdout, selectors.EVENT_READ)
+        if not sel.select(timeout_s):
+            raise TimeoutError(f"the stand-in printed nothing within {timeout_s} s")
+    return process.stdout.readline().decode().strip()
+
+
+@contextmanager
+def standin_process(
+    data_dir: Path, *, step_seconds: float = 0.0, port: int = 0, with_models: bool = True,
+    timeout_s: float = 30.0,
+) -> Iterator[StandinProcess]:
+    cmd = [sys.executable, "-m", "comfyui.standin", "--host", "127.0.0.1", "--port", str(port),
+           "--data-dir", str(data_dir), "--step-seconds", str(step_seconds)]
+    if with_models:
+        cmd += ["--with-models", str(MANIFEST)]
+    process = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        line = _read_ready_line(process, timeout_s)
+        if not line.startswith("STANDIN READY "):
+            raise RuntimeError(f"the stand-in did not start: {line!r} (exit {process.poll()})")
+        yield StandinProcess(line.removeprefix("STANDIN READY "), process, data_dir)
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def bound_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+@dataclass
+class ProxyServer:
+    url: str
+    settings: Settings
+    app: object
+
+
+@asynccontextmanager
+async def proxy_server(settings: Settings) -> AsyncIterator[ProxyServer]:
+    """The proxy under uvicorn in this event loop, on a free loopback port."""
+    sock = bound_socket()
+    port = sock.getsockname()[1]
+    settings = settings.model_copy(update={"port": port, "host": "127.0.0.1"})
+    app = create_app(settings)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        yield ProxyServer(f"http://127.0.0.1:{port}", settings, app)
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 30)
+        sock.close()
+
+
+async def wait_job(client: httpx.AsyncClient, job_id: str, statuses: set[str], timeout_s: float = 60.0,
+                   path: str = "/api/jobs/{id}", key: str = "status") -> dict:
+    """Follow a job through the SSE stream until its status is one of `statuses`."""
+    import json
+
+    async with asyncio.timeout(timeout_s):
+        async with client.stream("GET", f"/api/jobs/{job_id}/events") as stream:
+            current = (await client.get(path.format(id=job_id))).json()
+            if current.get(key) in statuses:
+                return current
+            async for line in stream.aiter_lines():
+                if line.startswith("data: "):
+                    job = json.loads(line[6:])["job"]
+                    if job["status"] in statuses:
+                        return (await client.get(path.format(id=job_id))).json()
+    raise AssertionError("unreachable")
