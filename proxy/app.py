@@ -26,6 +26,7 @@ from proxy.jobs.service import JobService
 from proxy.jobs.store import JobStore
 from proxy.jobs.writer import JobWriter
 from proxy.media.storage import OutputStore
+from proxy.prompts import PromptTools
 from proxy.services import Services
 from proxy.settings import Settings
 from proxy.workflows import load_registry
@@ -85,6 +86,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         dispatcher=dispatcher, jobs=jobs, outputs=outputs,
     )
     app.state.services = services
+    # Prompt tools talk to an LLM: their own HTTP client, so nothing of ComfyUI's leaks there.
+    llm_http = httpx.AsyncClient()
+    app.state.prompt_tools = PromptTools.from_settings(settings, http=llm_http, db=db)
     pool.start()
     await dispatcher.start()
     log.info(
@@ -98,6 +102,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await dispatcher.close()
         await pool.close()
         await http.aclose()
+        await llm_http.aclose()
         await db.close()
 
 

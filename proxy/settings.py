@@ -31,6 +31,8 @@ ENV_VARS: dict[str, str] = {
     "llm_base_url": "LLM_BASE_URL",
     "llm_model": "LLM_MODEL",
     "llm_api_key": "LLM_API_KEY",
+    "llm_timeout_s": "LLM_TIMEOUT_S",
+    "llm_max_concurrency": "LLM_MAX_CONCURRENCY",
     "hf_endpoint": "HF_ENDPOINT",
     "models_dir": "MODELS_DIR",
     "max_batch_size": "MAX_BATCH_SIZE",
@@ -63,7 +65,8 @@ class Settings(BaseModel):
     # How many prompts the dispatcher keeps queued in one ComfyUI (running + waiting), so the
     # GPU starts the next job the moment the current one ends.
     backend_queue_depth: int = 2
-    health_interval_s: float = 5.0
+    # How long a job waits for its unreachable backend before it is retried elsewhere or failed.
+    backend_down_timeout_s: float = 120.0
 
     # Requests.
     max_upload_bytes: int = 100 * 1024 * 1024

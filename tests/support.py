@@ -111,19 +111,23 @@ async def proxy_server(settings: Settings) -> AsyncIterator[ProxyServer]:
         sock.close()
 
 
-async def wait_job(client: httpx.AsyncClient, job_id: str, statuses: set[str], timeout_s: float = 60.0,
-                   path: str = "/api/jobs/{id}", key: str = "status") -> dict:
-    """Follow a job through the SSE stream until its status is one of `statuses`."""
+async def follow_job(
+    client: httpx.AsyncClient, job_id: str, until: set[str], timeout_s: float = 60.0
+) -> tuple[dict, list[dict]]:
+    """Follow a job over its SSE stream until its native status is in `until`.
+
+    Returns the final job view and every job view seen on the way (for progress checks).
+    """
     import json
 
+    seen: list[dict] = []
     async with asyncio.timeout(timeout_s):
         async with client.stream("GET", f"/api/jobs/{job_id}/events") as stream:
-            current = (await client.get(path.format(id=job_id))).json()
-            if current.get(key) in statuses:
-                return current
             async for line in stream.aiter_lines():
-                if line.startswith("data: "):
-                    job = json.loads(line[6:])["job"]
-                    if job["status"] in statuses:
-                        return (await client.get(path.format(id=job_id))).json()
-    raise AssertionError("unreachable")
+                if not line.startswith("data: "):
+                    continue
+                job = json.loads(line[6:])["job"]
+                seen.append(job)
+                if job["status"] in until:
+                    return job, seen
+    raise AssertionError("the event stream ended before the job did")

@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from proxy.api import events, fastwan, native
+from proxy.api import events, fastwan, native, prompts
 
 
 def build_router() -> APIRouter:
@@ -10,4 +10,5 @@ def build_router() -> APIRouter:
     router.include_router(native.router)
     router.include_router(events.router)
     router.include_router(fastwan.router)
+    router.include_router(prompts.router)
     return router

@@ -144,17 +144,22 @@ class Dispatcher:
         except Lost as exc:
             await self._lost(backend, tracker.job, str(exc))
         except ComfyError as exc:
-            # The backend went away mid-job: follow it again once the socket is back.
+            # The backend went away mid-job. Wait for it (bounded); once it is back, follow
+            # again (the resync tells whether it still has the job); else treat it as lost.
             backend.last_error = exc.message
-            if not self._closing:
-                await self.writer.update(job.id, expect=ACTIVE, message=f"{exc.message}; retrying")
-                await backend.socket.wait_connected(self.settings.ws_reconnect_max_s * 3)
+            if self._closing:
+                return
+            await self.writer.update(job.id, expect=ACTIVE, message=f"{exc.message}; waiting for it")
+            if await backend.socket.wait_connected(self.settings.backend_down_timeout_s):
                 current = await self.store.get(job.id)
                 if current is not None and current.status in ACTIVE and not self._closing:
-                    backend.inflight.discard(job.id)
                     self._runners.pop(job.id, None)
+                    backend.inflight.discard(job.id)
                     self._spawn(backend, current)
-                    return
+                return
+            current = await self.store.get(job.id)
+            if current is not None and current.status in ACTIVE:
+                await self._lost(backend, current, f"ComfyUI at {backend.name} is down ({exc.message})")
         except asyncio.CancelledError:
             raise
         finally:
