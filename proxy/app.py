@@ -8,6 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
@@ -19,6 +20,7 @@ from proxy.api import build_router
 from proxy.api.errors import install_error_handlers
 from proxy.comfy import SocketState
 from proxy.db import Database
+from proxy.errors import ComfyError
 from proxy.jobs.backends import Backend, BackendPool
 from proxy.jobs.bus import EventBus
 from proxy.jobs.dispatcher import Dispatcher
@@ -26,6 +28,9 @@ from proxy.jobs.service import JobService
 from proxy.jobs.store import JobStore
 from proxy.jobs.writer import JobWriter
 from proxy.media.storage import OutputStore
+from proxy.modelfiles import DownloadManager
+from proxy.modelfiles.manifest import Manifest
+from proxy.modelfiles.presence import compute_presence
 from proxy.prompts import PromptTools
 from proxy.services import Services
 from proxy.settings import Settings
@@ -47,6 +52,36 @@ async def stable_client_id(data_dir: Path) -> str:
     value = f"fastwan-proxy-{uuid.uuid4().hex[:12]}"
     await path.write_text(value + "\n")
     return value
+
+
+async def model_listing(pool: BackendPool, manifest: Manifest) -> dict[str, list[str]]:
+    """The model files ComfyUI itself reports, per folder the manifest uses (asked, not
+    guessed: ComfyUI's GET /models/{folder}). A folder ComfyUI lacks counts as empty."""
+    backend = (pool.up() or pool.backends)[0]
+    folders = sorted({m.folder for m in manifest.models})
+    return {f: (await backend.client.list_models(f)) or [] for f in folders}
+
+
+async def workflow_readiness(pool: BackendPool, manifest: Manifest) -> dict[str, dict[str, Any]]:
+    """Per workflow: whether every model file it needs is present in ComfyUI."""
+    try:
+        listing: dict[str, list[str]] | None = await model_listing(pool, manifest)
+    except ComfyError:
+        listing = None  # unknown, not absent
+    report = compute_presence(manifest, listing)
+    result = {}
+    for name in manifest.workflows:
+        readiness = report.workflows[name]
+        result[name] = {
+            "ready": readiness.ready,
+            "missing": readiness.missing,
+            "files": [
+                {"id": m.id, "filename": m.filename, "folder": m.folder,
+                 "present": report.models.get(m.id), "approx_size": m.approx_size}
+                for m in manifest.required_for(name)
+            ],
+        }
+    return result
 
 
 @asynccontextmanager
@@ -86,6 +121,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         dispatcher=dispatcher, jobs=jobs, outputs=outputs,
     )
     app.state.services = services
+    # Model files: a download client of its own (long streams; nothing of ComfyUI's leaks).
+    downloads_http = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=15.0))
+    downloads = DownloadManager(db, settings, downloads_http)
+    await downloads.start()
+    app.state.downloads = downloads
+    app.state.model_presence = lambda: model_listing(pool, downloads.manifest)
+    services.extras["downloads"] = downloads
+    services.extras["presence"] = lambda: workflow_readiness(pool, downloads.manifest)
     # Prompt tools talk to an LLM: their own HTTP client, so nothing of ComfyUI's leaks there.
     llm_http = httpx.AsyncClient()
     app.state.prompt_tools = PromptTools.from_settings(settings, http=llm_http, db=db)
@@ -99,6 +142,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        await downloads.close()
+        await downloads_http.aclose()
         await dispatcher.close()
         await pool.close()
         await http.aclose()

@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from proxy.api import events, fastwan, native, prompts
+from proxy.api import events, fastwan, modelfiles, native, prompts
 
 
 def build_router() -> APIRouter:
@@ -11,4 +11,5 @@ def build_router() -> APIRouter:
     router.include_router(events.router)
     router.include_router(fastwan.router)
     router.include_router(prompts.router)
+    router.include_router(modelfiles.router)
     return router

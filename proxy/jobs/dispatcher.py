@@ -25,6 +25,15 @@ log = logging.getLogger("proxy.dispatcher")
 BACKEND_COOLDOWN_S = 2.0
 
 
+def choose_backend(free: list[Backend], job: Job) -> Backend:
+    """The least busy backend; among equals, one that last ran this workflow (its models are
+    already loaded on that GPU), then the lowest index."""
+    least = min(len(b.inflight) for b in free)
+    tied = [b for b in free if len(b.inflight) == least]
+    warm = [b for b in tied if b.last_workflow == job.workflow]
+    return min(warm or tied, key=lambda b: b.index)
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -108,13 +117,13 @@ class Dispatcher:
             free = [b for b in self.pool.up() if len(b.inflight) < depth]
             if not free:
                 return
-            # Least busy first; among equals, the one that ran this kind of job last
-            # (its models are loaded) is preferred when the job is chosen below.
-            backend = min(free, key=lambda b: (len(b.inflight), b.index))
-            job = await self.store.claim_next(backend.name)
+            job = await self.store.next_queued()
             if job is None:
                 return
-            self._spawn(backend, job)
+            backend = choose_backend(free, job)
+            claimed = await self.store.claim(job.id, backend.name)
+            if claimed is not None:
+                self._spawn(backend, claimed)
 
     def _spawn(self, backend: Backend, job: Job) -> None:
         backend.inflight.add(job.id)

@@ -178,32 +178,41 @@ class JobStore:
         async with self.db.engine.connect() as conn:
             return int((await conn.execute(query)).scalar_one())
 
-    async def claim_next(self, backend: str) -> Job | None:
-        """Atomically assign the oldest unassigned queued job to `backend`.
+    async def next_queued(self) -> Job | None:
+        """The oldest job waiting in the proxy's own queue (not yet given to a backend)."""
+        query = (
+            select(jobs_table)
+            .where(jobs_table.c.status == JobStatus.QUEUED.value)
+            .where(jobs_table.c.backend.is_(None))
+            .order_by(jobs_table.c.updated_at.asc(), jobs_table.c.id)
+            .limit(1)
+        )
+        async with self.db.engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        return _from_row(row) if row else None
 
-        The conditional UPDATE makes this safe when several proxies share one PostgreSQL queue:
-        losing a race means another claimer took that job, so the loop ends after at most as
-        many rounds as there are queued jobs.
+    async def claim(self, job_id: str, backend: str) -> Job | None:
+        """Assign a queued job to `backend` unless another claimer was first.
+
+        The conditional UPDATE makes this safe when several proxies share one PostgreSQL queue.
         """
-        while True:
-            query = (
-                select(jobs_table.c.id)
+        async with self.db.transaction() as conn:
+            result = await conn.execute(
+                update(jobs_table)
+                .where(jobs_table.c.id == job_id)
                 .where(jobs_table.c.status == JobStatus.QUEUED.value)
                 .where(jobs_table.c.backend.is_(None))
-                .order_by(jobs_table.c.updated_at.asc(), jobs_table.c.id)
-                .limit(1)
+                .values(backend=backend, updated_at=utcnow())
             )
-            async with self.db.engine.connect() as conn:
-                job_id = (await conn.execute(query)).scalar_one_or_none()
-            if job_id is None:
+        return await self.get(job_id) if result.rowcount else None
+
+    async def claim_next(self, backend: str) -> Job | None:
+        """Claim the oldest queued job. Losing a race means another claimer took that job,
+        so the loop ends after at most as many rounds as there are queued jobs."""
+        while True:
+            job = await self.next_queued()
+            if job is None:
                 return None
-            async with self.db.transaction() as conn:
-                result = await conn.execute(
-                    update(jobs_table)
-                    .where(jobs_table.c.id == job_id)
-                    .where(jobs_table.c.status == JobStatus.QUEUED.value)
-                    .where(jobs_table.c.backend.is_(None))
-                    .values(backend=backend, updated_at=utcnow())
-                )
-            if result.rowcount:
-                return await self.get(job_id)
+            claimed = await self.claim(job.id, backend)
+            if claimed is not None:
+                return claimed
