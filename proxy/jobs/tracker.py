@@ -182,8 +182,10 @@ class JobTracker:
             progress.executing(str(node))
             await self._write_progress(force=True)
         elif kind == "progress":
-            progress.progress(str(data.get("node")), float(data.get("value", 0)), float(data.get("max", 1)))
-            await self._write_progress()
+            value, maximum = float(data.get("value", 0)), float(data.get("max", 1))
+            progress.progress(str(data.get("node")), value, maximum)
+            # The first and the last step of a node are always written; the rest throttled.
+            await self._write_progress(force=value <= 1 or value >= maximum)
         elif kind == "executed":
             progress.executed(str(data.get("node")))
             await self._write_progress()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -109,14 +108,14 @@ async def test_a_missing_model_file_becomes_an_error_a_person_can_act_on(client,
 
 
 async def test_a_node_failure_names_the_node_and_an_oom_says_what_to_do(client, standin):
-    standin.control("POST", "faults", json={"raise": {"class_type": "VAEDecode", "message": "decoder exploded"}})
+    standin.control("POST", "faults/node", json={"class_type": "VAEDecode", "message": "decoder exploded"})
     job_id = (await client.post("/generate", json={"prompt": "x", **SMALL})).json()["job_id"]
     final, _ = await follow_job(client, job_id, {"completed", "failed"})
     assert final["status"] == "failed"
     assert "node 8 (VAEDecode)" in final["error"] and "decoder exploded" in final["error"]
 
     standin.control("DELETE", "faults")
-    standin.control("POST", "faults", json={"oom": {"class_type": "KSampler"}})
+    standin.control("POST", "faults/oom", json={"class_type": "KSampler"})
     job_id = (await client.post("/generate", json={"prompt": "y", **SMALL})).json()["job_id"]
     final, _ = await follow_job(client, job_id, {"completed", "failed"})
     assert "out of GPU memory" in final["error"] and "node 3 (KSampler)" in final["error"]
@@ -148,23 +147,34 @@ async def test_the_seed_python_example_runs_unchanged(proxy, tmp_path):
     assert (info["width"], info["height"], info["frames"]) == (1280, 704, 121)
 
 
-async def test_the_seed_curl_example_works(proxy, tmp_path):
+async def _run(*cmd: str, timeout_s: float = 60) -> str:
+    """A command, awaited without blocking the loop that serves the proxy."""
+    proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE)
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout_s)
+    assert proc.returncode == 0, out
+    return out.decode()
+
+
+async def test_the_seed_curl_examples_work(proxy, tmp_path):
+    """The seed's three curl commands, as written but for host and port."""
     curl = shutil.which("curl")
     if curl is None:
         import pytest
 
         pytest.skip("curl is not installed")
-    out = subprocess.run(
-        [curl, "-s", "-X", "POST", f"{proxy.url}/generate", "-H", "Content-Type: application/json",
-         "-d", '{\n    "prompt": "A beautiful sunset over mountains with clouds moving",\n    "steps": 8,\n    "fps": 24\n  }'],
-        capture_output=True, text=True, timeout=30, check=True,
-    )
     import json
 
-    body = json.loads(out.stdout)
+    body = json.loads(await _run(
+        curl, "-X", "POST", f"{proxy.url}/generate", "-H", "Content-Type: application/json",
+        "-d", '{\n    "prompt": "A beautiful sunset over mountains with clouds moving",\n'
+              '    "steps": 8,\n    "fps": 24\n  }', "-s"))
     assert body["status"] == "queued"
-    status = subprocess.run([curl, "-s", f"{proxy.url}/status/{body['job_id']}"],
-                            capture_output=True, text=True, timeout=30, check=True)
-    assert json.loads(status.stdout)["status"] in ("queued", "processing", "completed")
-    async with httpx.AsyncClient(base_url=proxy.url) as client:
-        await client.delete(f"/jobs/{body['job_id']}")
+    job_id = body["job_id"]
+    async with httpx.AsyncClient(base_url=proxy.url, timeout=30) as client:
+        final, _ = await follow_job(client, job_id, {"completed", "failed"}, timeout_s=240)
+    assert final["status"] == "completed"
+    status = json.loads(await _run(curl, "-s", f"{proxy.url}/status/{job_id}"))
+    assert status["status"] == "completed" and status["video_ready"] is True
+    await _run(curl, "-o", str(tmp_path / "generated_video.mp4"), f"{proxy.url}/download/{job_id}", "-s")
+    info = probe_video_sync(tmp_path / "generated_video.mp4")
+    assert (info["width"], info["height"], info["frames"]) == (1280, 704, 121)

@@ -58,7 +58,7 @@ async def test_a_job_completes_after_its_websocket_drops_mid_run(tmp_path, make_
             async with httpx.AsyncClient(base_url=proxy.url, timeout=30) as client:
                 job_id = (await client.post("/generate", json={"prompt": "drop", **SMALL, "steps": 8})).json()["job_id"]
                 await wait_until(client, job_id, lambda j: (j["step"] or 0) >= 1)
-                standin.control("POST", "drop_websockets")
+                standin.control("POST", "websockets/drop", json={"mode": "abort"})
                 final, seen = await follow_job(client, job_id, {"completed", "failed"})
                 assert final["status"] == "completed"
                 assert any("reconnecting" in (j["message"] or "") for j in seen)
