@@ -93,12 +93,14 @@ def wants_html(request: Request) -> bool:
 @router.get("/", summary="Health check (JSON), or the web UI for browsers")
 async def root(request: Request, services: Services = Depends(get_services)) -> Any:
     """API status as JSON; a browser asking for HTML gets the web UI."""
-    index = request.app.state.index_html if hasattr(request.app.state, "index_html") else None
+    # One URL, two representations: caches must key on Accept.
+    vary = {"Vary": "Accept"}
+    index = getattr(request.app.state, "index_html", None)
     if wants_html(request) and index is not None and index.is_file():
-        return FileResponse(index, media_type="text/html")
+        return FileResponse(index, media_type="text/html", headers=vary)
     if wants_html(request):
-        return HTMLResponse("<h1>FastWAN proxy</h1><p>See <a href='/docs'>/docs</a>.</p>")
-    return JSONResponse(health_body(services))
+        return HTMLResponse("<h1>FastWAN proxy</h1><p>See <a href='/docs'>/docs</a>.</p>", headers=vary)
+    return JSONResponse(health_body(services), headers=vary)
 
 
 @router.post("/generate", summary="Generate a video")

@@ -52,6 +52,8 @@ class ProgressTracker:
     _current: str | None = None
     _fraction: float = 0.0
     _started: float | None = None
+    # Progress already made when the run started (cached nodes): not evidence of speed.
+    _base_percent: float = 0.0
     _step_times: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -77,8 +79,10 @@ class ProgressTracker:
         if self._started is None or self.percent < 1.0:
             return
         elapsed = time.monotonic() - self._started
-        fraction = self.percent / 100.0
-        estimate = elapsed * (1.0 - fraction) / fraction
+        gained = (self.percent - self._base_percent) / 100.0
+        if gained < 0.01:
+            return
+        estimate = elapsed * (1.0 - self.percent / 100.0) / gained
         if self.stage == "sampling" and self.steps and self.step and len(self._step_times) >= 2:
             per_step = (self._step_times[-1] - self._step_times[0]) / (len(self._step_times) - 1)
             after = self._weights_after_sampling() / self._total
@@ -102,6 +106,8 @@ class ProgressTracker:
     def cached(self, node_ids: list[str]) -> None:
         self._done.update(str(n) for n in node_ids)
         self._recompute()
+        self._base_percent = self.percent
+        self.eta_s = None
 
     def executing(self, node_id: str) -> None:
         if self._current and self._current != node_id:

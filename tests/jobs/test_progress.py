@@ -59,3 +59,12 @@ def test_eta_appears_once_there_is_a_rate(graph):
     p.progress("3", 1, 8)
     p.progress("3", 2, 8)
     assert p.eta_s is not None and p.eta_s >= 0
+
+
+def test_cached_nodes_do_not_make_the_eta_optimistic(graph):
+    p = ProgressTracker(graph)
+    p.started()
+    p.cached(["37", "38", "39", "60", "48", "6", "7", "55"])
+    assert p.eta_s is None  # nothing has run yet: no rate to estimate from
+    p.executing("3")
+    assert p.eta_s is None

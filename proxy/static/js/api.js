@@ -1,0 +1,85 @@
+// The one place that talks HTTP. Every error body of the proxy carries `error` (a sentence a
+// person can act on) and, for a bad request field, `field`; ApiError keeps both so the UI can
+// put the message next to the field at fault.
+
+export class ApiError extends Error {
+  constructor(status, message, body = null) {
+    super(message);
+    this.name = "ApiError";
+    this.status = status;
+    this.body = body;
+    this.field = body && typeof body.field === "string" ? body.field : null;
+    this.fields = body && Array.isArray(body.fields) ? body.fields : [];
+  }
+}
+
+function messageOf(response, body) {
+  if (body && typeof body.error === "string" && body.error) return body.error;
+  if (body && typeof body.detail === "string" && body.detail) return body.detail;
+  return `${response.status} ${response.statusText || "error"}`.trim();
+}
+
+/** JSON.parse that keeps integers past 2^53 (seeds) exact, as strings of digits. */
+export function parseJson(text) {
+  return JSON.parse(text, (_key, value, context) => {
+    if (typeof value === "number" && !Number.isSafeInteger(value) && Number.isInteger(value)) {
+      const source = context && context.source;
+      if (typeof source === "string" && /^-?\d+$/.test(source)) return source;
+    }
+    return value;
+  });
+}
+
+/** fetch() with JSON in and out; throws ApiError with the server's own message. */
+export async function request(method, path, { json, rawBody, signal } = {}) {
+  // no-store: job state must be fresh, and `GET /` answers HTML or JSON by Accept without
+  // `Vary: Accept`, so a cached copy of the page would otherwise answer the health check.
+  const init = { method, headers: { Accept: "application/json" }, cache: "no-store", signal };
+  if (rawBody !== undefined || json !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = rawBody !== undefined ? rawBody : JSON.stringify(json);
+  }
+  let response;
+  try {
+    response = await fetch(path, init);
+  } catch (err) {
+    if (err && err.name === "AbortError") throw err;
+    throw new ApiError(0, "Cannot reach the server. Is the proxy running?");
+  }
+  const text = await response.text();
+  let body = null;
+  if (text) {
+    try {
+      body = parseJson(text);
+    } catch {
+      body = null;
+    }
+  }
+  if (!response.ok) throw new ApiError(response.status, messageOf(response, body), body);
+  return body;
+}
+
+// JSON.stringify cannot write integers past 2^53 exactly (seeds go up to 2^64-1), so large
+// integers typed by the user travel as placeholders and are spliced back in as digits.
+const BIG = "\u0000big:";
+
+export function bigInt(digits) {
+  return `${BIG}${digits}`;
+}
+
+export function stringifyWithBigInts(value) {
+  return JSON.stringify(value).replace(/"\\u0000big:(\d+)"/g, "$1");
+}
+
+export const api = {
+  health: () => request("GET", "/"),
+  models: () => request("GET", "/api/models"),
+  backends: () => request("GET", "/api/backends"),
+  jobs: ({ limit = 50, offset = 0 } = {}) =>
+    request("GET", `/api/jobs?limit=${limit}&offset=${offset}`),
+  job: (id) => request("GET", `/api/jobs/${encodeURIComponent(id)}`),
+  createJob: (body) => request("POST", "/api/jobs", { rawBody: stringifyWithBigInts(body) }),
+  startJob: (id) => request("POST", `/api/jobs/${encodeURIComponent(id)}/start`),
+  stopJob: (id) => request("POST", `/api/jobs/${encodeURIComponent(id)}/stop`),
+  deleteJob: (id) => request("DELETE", `/api/jobs/${encodeURIComponent(id)}`),
+};
