@@ -51,11 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_from_args(args: argparse.Namespace, **extra: object) -> Settings:
-    return Settings.from_env(
-        host=args.host, port=args.port, comfyui_urls=args.comfyui, comfyui_dir=args.comfyui_dir,
-        data_dir=args.data_dir, output_dir=args.output_dir, database_url=args.database_url,
-        log_level=args.log_level, **extra,
-    )
+    values: dict[str, object] = {
+        "host": args.host, "port": args.port, "comfyui_urls": args.comfyui,
+        "comfyui_dir": args.comfyui_dir, "data_dir": args.data_dir, "output_dir": args.output_dir,
+        "database_url": args.database_url, "log_level": args.log_level,
+    }
+    return Settings.from_env(**{**values, **extra})
 
 
 def configure_logging(level: str) -> None:
@@ -81,19 +82,19 @@ async def up(args: argparse.Namespace) -> None:
 
     settings = settings_from_args(args)
     child = None
-    if args.comfyui or os.environ.get("COMFYUI_URL"):
-        logging.getLogger("proxy").info("using ComfyUI at %s", ", ".join(settings.comfyui_urls))
-    elif settings.comfyui_dir:
-        child = await launch_comfyui(settings.comfyui_dir, settings.data_dir, settings.models_dir)
-        settings = settings_from_args(args, comfyui_urls=[child.url])
-    else:
-        standin_dir = settings.data_dir / "standin"
-        child = await launch_standin(standin_dir, step_seconds=args.standin_step_seconds)
-        settings = settings_from_args(
-            args, comfyui_urls=[child.url], standin=True,
-            models_dir=settings.models_dir or standin_dir / "models",
-        )
     try:
+        if args.comfyui or os.environ.get("COMFYUI_URL"):
+            logging.getLogger("proxy").info("using ComfyUI at %s", ", ".join(settings.comfyui_urls))
+        elif settings.comfyui_dir:
+            child = await launch_comfyui(settings.comfyui_dir, settings.data_dir, settings.models_dir)
+            settings = settings_from_args(args, comfyui_urls=[child.url])
+        else:
+            standin_dir = settings.data_dir / "standin"
+            child = await launch_standin(standin_dir, step_seconds=args.standin_step_seconds)
+            settings = settings_from_args(
+                args, comfyui_urls=[child.url], standin=True,
+                models_dir=settings.models_dir or standin_dir / "models",
+            )
         await serve(settings)
     finally:
         if child is not None:

@@ -1,0 +1,1 @@
+"""The ComfyUI side of the project: the model manifest and the stand-in (`comfyui.standin`)."""
