@@ -18,6 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from proxy import __version__
 from proxy.api import build_router
 from proxy.api.errors import install_error_handlers
+from proxy.batches import BatchService, BatchStore  # batches & scenes (wiring)
 from proxy.comfy import SocketState
 from proxy.db import Database
 from proxy.errors import ComfyError
@@ -76,8 +77,13 @@ async def workflow_readiness(pool: BackendPool, manifest: Manifest) -> dict[str,
             "ready": readiness.ready,
             "missing": readiness.missing,
             "files": [
-                {"id": m.id, "filename": m.filename, "folder": m.folder,
-                 "present": report.models.get(m.id), "approx_size": m.approx_size}
+                {
+                    "id": m.id,
+                    "filename": m.filename,
+                    "folder": m.folder,
+                    "present": report.models.get(m.id),
+                    "approx_size": m.approx_size,
+                }
                 for m in manifest.required_for(name)
             ],
         }
@@ -93,7 +99,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await db.create_all()
     registry = load_registry(settings.workflows_dir)
     http = httpx.AsyncClient(
-        timeout=httpx.Timeout(settings.comfy_http_timeout_s, connect=settings.comfy_connect_timeout_s)
+        timeout=httpx.Timeout(
+            settings.comfy_http_timeout_s, connect=settings.comfy_connect_timeout_s
+        )
     )
     bus = EventBus()
     store = JobStore(db)
@@ -113,12 +121,24 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     dispatcher_ref.append(dispatcher)
     jobs = JobService(
-        settings=settings, store=store, writer=writer, bus=bus, registry=registry,
-        dispatcher=dispatcher, outputs=outputs,
+        settings=settings,
+        store=store,
+        writer=writer,
+        bus=bus,
+        registry=registry,
+        dispatcher=dispatcher,
+        outputs=outputs,
     )
     services = Services(
-        settings=settings, db=db, http=http, registry=registry, bus=bus, pool=pool,
-        dispatcher=dispatcher, jobs=jobs, outputs=outputs,
+        settings=settings,
+        db=db,
+        http=http,
+        registry=registry,
+        bus=bus,
+        pool=pool,
+        dispatcher=dispatcher,
+        jobs=jobs,
+        outputs=outputs,
     )
     app.state.services = services
     # Model files: a download client of its own (long streams; nothing of ComfyUI's leaks).
@@ -132,16 +152,27 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Prompt tools talk to an LLM: their own HTTP client, so nothing of ComfyUI's leaks there.
     llm_http = httpx.AsyncClient()
     app.state.prompt_tools = PromptTools.from_settings(settings, http=llm_http, db=db)
+    # -- batches & scenes (wiring) --
+    batches = BatchService(
+        settings=settings, store=BatchStore(db), jobs=jobs, bus=bus, outputs=outputs
+    )
+    services.extras["batches"] = batches
+    app.state.save_scene_session = batches.save_scene_session
+    await batches.start()
+    # -- end batches & scenes --
     pool.start()
     await dispatcher.start()
     log.info(
         "FastWAN proxy %s ready: workflows=%s backends=%s%s",
-        __version__, ",".join(registry.names()), ",".join(settings.comfyui_urls),
+        __version__,
+        ",".join(registry.names()),
+        ",".join(settings.comfyui_urls),
         " (STAND-IN: synthetic test-pattern videos)" if settings.standin else "",
     )
     try:
         yield
     finally:
+        await batches.close()  # batches & scenes (wiring)
         await downloads.close()
         await downloads_http.aclose()
         await dispatcher.close()

@@ -104,7 +104,10 @@ async def wait_http_ready(url: str, process: asyncio.subprocess.Process, timeout
 
 
 async def launch_comfyui(
-    comfyui_dir: Path, data_dir: Path, models_dir: Path | None, port: int = 8188,
+    comfyui_dir: Path,
+    data_dir: Path,
+    models_dir: Path | None,
+    port: int = 8188,
     timeout_s: float = 300.0,
 ) -> ManagedProcess:
     main = comfyui_dir / "main.py"
@@ -113,8 +116,14 @@ async def launch_comfyui(
     port = free_port(port)
     config = extra_model_paths(data_dir, models_dir)
     cmd = [
-        comfyui_python(comfyui_dir), str(main), "--listen", "127.0.0.1", "--port", str(port),
-        "--extra-model-paths-config", str(config),
+        comfyui_python(comfyui_dir),
+        str(main),
+        "--listen",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--extra-model-paths-config",
+        str(config),
     ]
     log.info("starting ComfyUI: %s", " ".join(cmd))
     process = await asyncio.create_subprocess_exec(*cmd, cwd=str(comfyui_dir))
@@ -133,9 +142,19 @@ async def launch_standin(
     sys.stderr.write(STANDIN_BANNER)
     port = free_port(port)
     cmd = [
-        sys.executable, "-m", "comfyui.standin", "--host", "127.0.0.1", "--port", str(port),
-        "--data-dir", str(data_dir), "--step-seconds", str(step_seconds),
-        "--with-models", str(REPO_ROOT / "comfyui" / "models.json"),
+        sys.executable,
+        "-m",
+        "comfyui.standin",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(data_dir),
+        "--step-seconds",
+        str(step_seconds),
+        "--with-models",
+        str(REPO_ROOT / "comfyui" / "models.json"),
     ]
     process = await asyncio.create_subprocess_exec(
         *cmd, cwd=str(REPO_ROOT), stdout=asyncio.subprocess.PIPE

@@ -52,15 +52,31 @@ def _read_ready_line(process: subprocess.Popen[bytes], timeout_s: float) -> str:
 
 @contextmanager
 def standin_process(
-    data_dir: Path, *, step_seconds: float = 0.0, port: int = 0, with_models: bool = True,
+    data_dir: Path,
+    *,
+    step_seconds: float = 0.0,
+    port: int = 0,
+    with_models: bool = True,
     timeout_s: float = 30.0,
 ) -> Iterator[StandinProcess]:
-    cmd = [sys.executable, "-m", "comfyui.standin", "--host", "127.0.0.1", "--port", str(port),
-           "--data-dir", str(data_dir), "--step-seconds", str(step_seconds)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "comfyui.standin",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(data_dir),
+        "--step-seconds",
+        str(step_seconds),
+    ]
     if with_models:
         cmd += ["--with-models", str(MANIFEST)]
-    process = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    process = subprocess.Popen(
+        cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
     try:
         line = _read_ready_line(process, timeout_s)
         if not line.startswith("STANDIN READY "):

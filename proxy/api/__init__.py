@@ -2,7 +2,17 @@
 
 from fastapi import APIRouter
 
-from proxy.api import events, fastwan, modelfiles, native, prompts
+from proxy.api import (  # batches & scenes (wiring)
+    batches,
+    events,
+    fastwan,
+    modelfiles,
+    native,
+    portal,
+    prompts,
+    scenes,
+    wan21,
+)
 
 
 def build_router() -> APIRouter:
@@ -12,4 +22,10 @@ def build_router() -> APIRouter:
     router.include_router(fastwan.router)
     router.include_router(prompts.router)
     router.include_router(modelfiles.router)
+    router.include_router(wan21.router)
+    # -- batches & scenes (wiring) --
+    router.include_router(batches.router)
+    router.include_router(portal.router)
+    router.include_router(scenes.router)
+    # -- end batches & scenes --
     return router

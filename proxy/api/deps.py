@@ -7,8 +7,8 @@ from pathlib import Path
 from fastapi import Request
 from fastapi.responses import FileResponse
 
-from proxy.jobs.models import Job, JobStatus
 from proxy.errors import Conflict
+from proxy.jobs.models import Job, JobStatus
 from proxy.services import Services
 
 

@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from proxy.errors import ProxyError, PromptRejected, TooManyJobs
+from proxy.errors import PromptRejected, ProxyError, TooManyJobs
 
 log = logging.getLogger("proxy.api")
 
@@ -59,13 +59,9 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
         message, fields = validation_message(list(exc.errors()))
         first = fields[0]["field"] if fields else None
-        return JSONResponse(
-            error_body(message, field=first, fields=fields), status_code=422
-        )
+        return JSONResponse(error_body(message, field=first, fields=fields), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
-        return JSONResponse(
-            error_body(message), status_code=exc.status_code, headers=exc.headers
-        )
+        return JSONResponse(error_body(message), status_code=exc.status_code, headers=exc.headers)

@@ -54,11 +54,13 @@ async def _stream(
         else:
             # A fresh client (or one we cannot replay for): the current state to start from.
             jobs = (
-                [await services.jobs.get(job_id)] if job_id
+                [await services.jobs.get(job_id)]
+                if job_id
                 else await services.jobs.list(statuses=ACTIVE, limit=200)
             )
             for job in jobs:
-                yield (f"event: job\ndata: {json.dumps({'event': 'snapshot', 'job': job_view(job)})}\n\n")
+                snapshot = json.dumps({"event": "snapshot", "job": job_view(job)})
+                yield f"event: job\ndata: {snapshot}\n\n"
         while True:
             try:
                 event = await asyncio.wait_for(queue.get(), KEEPALIVE_S)

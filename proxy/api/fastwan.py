@@ -99,7 +99,9 @@ async def root(request: Request, services: Services = Depends(get_services)) -> 
     if wants_html(request) and index is not None and index.is_file():
         return FileResponse(index, media_type="text/html", headers=vary)
     if wants_html(request):
-        return HTMLResponse("<h1>FastWAN proxy</h1><p>See <a href='/docs'>/docs</a>.</p>", headers=vary)
+        return HTMLResponse(
+            "<h1>FastWAN proxy</h1><p>See <a href='/docs'>/docs</a>.</p>", headers=vary
+        )
     return JSONResponse(health_body(services), headers=vary)
 
 
@@ -110,11 +112,17 @@ async def generate(
     """Queue a FastWAN text-to-video job; poll `/status/{job_id}`."""
     values = body.model_dump(exclude_none=True)
     job = await services.jobs.create(
-        services.settings.default_workflow, values, surface="fastwan",
+        services.settings.default_workflow,
+        values,
+        surface="fastwan",
         client_key=client_key(request),
     )
-    return {"job_id": job.id, "status": "queued", "message": "Video generation started",
-            "seed": job.seed}
+    return {
+        "job_id": job.id,
+        "status": "queued",
+        "message": "Video generation started",
+        "seed": job.seed,
+    }
 
 
 @router.get("/status/{job_id}", summary="Check job status")
@@ -130,8 +138,11 @@ async def download(job_id: str, services: Services = Depends(get_services)) -> F
     if job.status is not JobStatus.COMPLETED:
         word = STATUS_WORDS[job.status]
         detail = f" ({job.error})" if job.error else ""
-        raise Conflict(f"Video not ready: job {job_id} is {word}{detail}", status=word,
-                       progress=int(job.progress))
+        raise Conflict(
+            f"Video not ready: job {job_id} is {word}{detail}",
+            status=word,
+            progress=int(job.progress),
+        )
     return await video_response(services, job, inline=False)
 
 

@@ -46,7 +46,9 @@ class CreateJob(BaseModel):
     guidance_scale: float | None = None
     seed: int | None = None
     fps: int | None = None
-    num_gpus: int = Field(1, ge=1, le=64, description="Accepted for compatibility; one job runs on one GPU")
+    num_gpus: int = Field(
+        1, ge=1, le=64, description="Accepted for compatibility; one job runs on one GPU"
+    )
     params: dict[str, Any] = Field(default_factory=dict, description="Any other workflow parameter")
     start: bool = Field(True, description="false: create the job without starting it")
 
@@ -81,7 +83,9 @@ async def models(services: Services = Depends(get_services)) -> dict[str, Any]:
 
 @router.get("/jobs", summary="List jobs, newest first")
 async def list_jobs(
-    status: str | None = Query(None, description="Filter: pending, queued, running, completed, failed, stopped"),
+    status: str | None = Query(
+        None, description="Filter: pending, queued, running, completed, failed, stopped"
+    ),
     limit: int = Query(50, ge=1, le=500),
     offset: int = Query(0, ge=0),
     services: Services = Depends(get_services),
@@ -91,7 +95,10 @@ async def list_jobs(
         words = [w.strip() for w in status.split(",") if w.strip()]
         unknown = [w for w in words if w not in FROM_WORD]
         if unknown:
-            raise InvalidInput("status", f"unknown status {unknown[0]!r}; use one of {', '.join(NATIVE_WORDS.values())}")
+            raise InvalidInput(
+                "status",
+                f"unknown status {unknown[0]!r}; use one of {', '.join(NATIVE_WORDS.values())}",
+            )
         statuses = [FROM_WORD[w] for w in words]
     jobs = await services.jobs.list(statuses=statuses, limit=limit, offset=offset)
     total = await services.jobs.count(statuses=statuses)
@@ -108,15 +115,21 @@ async def create_job(
         served = services.registry.names() + [
             a for n in services.registry.names() for a in services.registry.get(n).spec.aliases
         ]
-        raise InvalidInput("model_id", f"{body.model_id!r} is not served; use one of: {', '.join(served)}") from None
+        raise InvalidInput(
+            "model_id", f"{body.model_id!r} is not served; use one of: {', '.join(served)}"
+        ) from None
     values: dict[str, Any] = {}
     raw = body.model_dump(exclude={"model_id", "num_gpus", "params", "start"}, exclude_none=True)
     for key, value in raw.items():
         values[FIELD_MAP.get(key, key)] = value
     values.update(body.params)
     job = await services.jobs.create(
-        workflow.name, values, surface="native", client_key=client_key(request),
-        start=body.start, request=body.model_dump(exclude_none=True),
+        workflow.name,
+        values,
+        surface="native",
+        client_key=client_key(request),
+        start=body.start,
+        request=body.model_dump(exclude_none=True),
     )
     return job_view(job)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import httpx
 
 from proxy.comfy.models import HistoryEntry, OutputFile, PromptAccepted, QueueState
@@ -85,8 +86,8 @@ class ComfyClient:
             ) from exc
         except httpx.TransportError as exc:
             raise ComfyUnavailable(
-                f"ComfyUI at {self.base_url} cannot be reached ({what}: {exc or type(exc).__name__})."
-                " Is it running? Check COMFYUI_URL."
+                f"ComfyUI at {self.base_url} cannot be reached "
+                f"({what}: {exc or type(exc).__name__}). Is it running? Check COMFYUI_URL."
             ) from exc
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -136,7 +137,8 @@ class ComfyClient:
             )
         if response.status_code != 200 or not isinstance(data, dict):
             raise ComfyProtocolError(
-                f"unexpected answer to POST /prompt: HTTP {response.status_code} {response.text[:300]}"
+                "unexpected answer to POST /prompt: "
+                f"HTTP {response.status_code} {response.text[:300]}"
             )
         return PromptAccepted.model_validate(data)
 
@@ -185,14 +187,16 @@ class ComfyClient:
 
     async def upload(self, path: Path, name: str, *, overwrite: bool = False) -> str:
         """Upload a file to ComfyUI's input folder; returns the name ComfyUI chose."""
-        async with await anyio.open_file(path, "rb") as handle:
-            content = await handle.read()
+        # Read in a worker thread that a cancellation waits for (nothing is left open).
+        content = await anyio.to_thread.run_sync(path.read_bytes)
         files = {"image": (name, content, "application/octet-stream")}
         data = {"overwrite": "true"} if overwrite else {}
         response = await self._request("POST", "/upload/image", files=files, data=data)
         body = self._json(response) if response.status_code == 200 else None
         if not isinstance(body, dict) or "name" not in body:
-            raise ComfyError(f"ComfyUI refused the upload of {name!r} (HTTP {response.status_code})")
+            raise ComfyError(
+                f"ComfyUI refused the upload of {name!r} (HTTP {response.status_code})"
+            )
         subfolder = body.get("subfolder") or ""
         return f"{subfolder}/{body['name']}" if subfolder else str(body["name"])
 
@@ -209,7 +213,8 @@ class ComfyClient:
                         f" (HTTP {resp.status_code})"
                     )
                 try:
-                    async with await anyio.open_file(part, "wb") as out:
+                    # Opened here, not in a thread: a cancelled threaded open leaks the file.
+                    async with anyio.wrap_file(open(part, "wb")) as out:  # noqa: ASYNC230
                         async for chunk in resp.aiter_bytes(CHUNK_BYTES):
                             await out.write(chunk)
                             size += len(chunk)

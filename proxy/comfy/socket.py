@@ -191,7 +191,9 @@ class BackendSocket:
             log.warning("websocket %s: unexpected message %.200s", self.url, frame)
             return
         data = message.get("data")
-        self._dispatch(ComfyEvent(type=message["type"], data=data if isinstance(data, dict) else {}))
+        self._dispatch(
+            ComfyEvent(type=message["type"], data=data if isinstance(data, dict) else {})
+        )
 
     def _handle_binary(self, frame: bytes) -> None:
         if len(frame) < 4:

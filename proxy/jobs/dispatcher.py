@@ -96,8 +96,9 @@ class Dispatcher:
             backend = self.pool.get(job.backend)
             if backend is None or job.prompt_id is None:
                 # Its backend left the configuration, or it was never submitted.
-                await self.writer.update(job.id, expect=ACTIVE, backend=None, prompt_id=None,
-                                         status=JobStatus.QUEUED)
+                await self.writer.update(
+                    job.id, expect=ACTIVE, backend=None, prompt_id=None, status=JobStatus.QUEUED
+                )
                 continue
             log.info("job %s re-attached to %s prompt=%s", job.id, backend.name, job.prompt_id)
             self._spawn(backend, job)
@@ -147,7 +148,11 @@ class Dispatcher:
             backend.cooldown_until = asyncio.get_running_loop().time() + BACKEND_COOLDOWN_S
             asyncio.get_running_loop().call_later(BACKEND_COOLDOWN_S, self.wake)
             await self.writer.update(
-                job.id, expect=ACTIVE, backend=None, prompt_id=None, status=JobStatus.QUEUED,
+                job.id,
+                expect=ACTIVE,
+                backend=None,
+                prompt_id=None,
+                status=JobStatus.QUEUED,
                 message=f"Waiting for a ComfyUI backend: {exc}",
             )
         except Lost as exc:
@@ -158,7 +163,9 @@ class Dispatcher:
             backend.last_error = exc.message
             if self._closing:
                 return
-            await self.writer.update(job.id, expect=ACTIVE, message=f"{exc.message}; waiting for it")
+            await self.writer.update(
+                job.id, expect=ACTIVE, message=f"{exc.message}; waiting for it"
+            )
             if await backend.socket.wait_connected(self.settings.backend_down_timeout_s):
                 current = await self.store.get(job.id)
                 if current is not None and current.status in ACTIVE and not self._closing:
@@ -168,7 +175,9 @@ class Dispatcher:
                 return
             current = await self.store.get(job.id)
             if current is not None and current.status in ACTIVE:
-                await self._lost(backend, current, f"ComfyUI at {backend.name} is down ({exc.message})")
+                await self._lost(
+                    backend, current, f"ComfyUI at {backend.name} is down ({exc.message})"
+                )
         except asyncio.CancelledError:
             raise
         finally:
@@ -185,14 +194,25 @@ class Dispatcher:
         if job.retries < 1 and others:
             log.warning("job %s lost on %s; retrying elsewhere", job.id, backend.name)
             await self.writer.update(
-                job.id, expect=ACTIVE, status=JobStatus.QUEUED, backend=None, prompt_id=None,
-                retries=job.retries + 1, progress=0.0, stage=None, step=None,
+                job.id,
+                expect=ACTIVE,
+                status=JobStatus.QUEUED,
+                backend=None,
+                prompt_id=None,
+                retries=job.retries + 1,
+                progress=0.0,
+                stage=None,
+                step=None,
                 message=f"{reason}; retrying on another backend",
             )
             return
         now = utcnow()
         await self.writer.update(
-            job.id, expect=ACTIVE, status=JobStatus.FAILED, error=reason, message=reason,
+            job.id,
+            expect=ACTIVE,
+            status=JobStatus.FAILED,
+            error=reason,
+            message=reason,
             finished_at=now,
         )
 

@@ -1,8 +1,8 @@
 """The job record and its lifecycle.
 
-    pending ──start──► queued ──► running ──► completed
-       ▲                 │           │  └───► failed
-       └──── start ◄─────┴── stop ───┴──────► cancelled     (start again = a new attempt)
+pending ──start──► queued ──► running ──► completed
+   ▲                 │           │  └───► failed
+   └──── start ◄─────┴── stop ───┴──────► cancelled     (start again = a new attempt)
 """
 
 from __future__ import annotations

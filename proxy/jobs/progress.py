@@ -93,9 +93,7 @@ class ProgressTracker:
 
     def _weights_after_sampling(self) -> float:
         return sum(
-            w
-            for n, w in self._weights.items()
-            if n not in self._done and n != self._current
+            w for n, w in self._weights.items() if n not in self._done and n != self._current
         )
 
     def started(self) -> None:

@@ -106,7 +106,9 @@ class JobService:
         limit: int | None = None,
         offset: int = 0,
     ) -> list[Job]:
-        return await self.store.list(statuses=statuses, batch_id=batch_id, limit=limit, offset=offset)
+        return await self.store.list(
+            statuses=statuses, batch_id=batch_id, limit=limit, offset=offset
+        )
 
     async def count(self, *, statuses: Sequence[JobStatus] | None = None) -> int:
         return await self.store.count(statuses=statuses)
@@ -117,15 +119,29 @@ class JobService:
         if job.status not in STARTABLE:
             raise Conflict(
                 f"job {job_id} is {job.status.value}; only pending, cancelled or failed jobs "
-                "can be started", status=job.status.value,
+                "can be started",
+                status=job.status.value,
             )
         now = utcnow()
         number = job.attempt + 1
         attempts = [*job.attempts, Attempt(number=number, status=JobStatus.QUEUED, started_at=now)]
         updated = await self.writer.update(
-            job_id, expect=STARTABLE, status=JobStatus.QUEUED, attempt=number, attempts=attempts,
-            backend=None, prompt_id=None, progress=0.0, stage=None, step=None, steps=None,
-            eta_s=None, error=None, retries=0, started_at=None, finished_at=None,
+            job_id,
+            expect=STARTABLE,
+            status=JobStatus.QUEUED,
+            attempt=number,
+            attempts=attempts,
+            backend=None,
+            prompt_id=None,
+            progress=0.0,
+            stage=None,
+            step=None,
+            steps=None,
+            eta_s=None,
+            error=None,
+            retries=0,
+            started_at=None,
+            finished_at=None,
             message="Waiting for a GPU",
         )
         if updated is None:
@@ -145,8 +161,13 @@ class JobService:
                 update={"status": JobStatus.CANCELLED, "finished_at": now, "error": None}
             )
         stopped = await self.writer.update(
-            job_id, expect=(JobStatus.PENDING, *ACTIVE), status=JobStatus.CANCELLED,
-            finished_at=now, attempts=attempts, eta_s=None, message="Stopped by user",
+            job_id,
+            expect=(JobStatus.PENDING, *ACTIVE),
+            status=JobStatus.CANCELLED,
+            finished_at=now,
+            attempts=attempts,
+            eta_s=None,
+            message="Stopped by user",
         )
         if stopped is None:
             return await self.get(job_id)
@@ -170,7 +191,9 @@ class JobService:
         await self.outputs.delete_job(job)
         for info in (job.inputs or {}).values():
             if info.get("stored"):
-                await anyio.Path(self.settings.uploads_path / info["stored"]).unlink(missing_ok=True)
+                await anyio.Path(self.settings.uploads_path / info["stored"]).unlink(
+                    missing_ok=True
+                )
         await self.store.delete(job_id)
         await self.writer.deleted(job)
         return job

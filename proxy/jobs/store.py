@@ -87,8 +87,11 @@ def _column_values(fields: dict[str, Any]) -> dict[str, Any]:
         if isinstance(value, JobStatus):
             value = value.value
         elif key in _JSON_FIELDS:
-            value = [v.model_dump(mode="json") if hasattr(v, "model_dump") else v for v in value] \
-                if isinstance(value, list) else value
+            value = (
+                [v.model_dump(mode="json") if hasattr(v, "model_dump") else v for v in value]
+                if isinstance(value, list)
+                else value
+            )
         values[key] = value
     return values
 

@@ -145,7 +145,9 @@ class JobTracker:
             await self.backend.client.delete_queued([self.prompt_id])
             await self.backend.client.interrupt(self.prompt_id)
         except ComfyError as exc:
-            log.warning("job %s: could not withdraw prompt %s: %s", self.job.id, self.prompt_id, exc)
+            log.warning(
+                "job %s: could not withdraw prompt %s: %s", self.job.id, self.prompt_id, exc
+            )
 
     # -- following -------------------------------------------------------------------------
 
@@ -196,8 +198,9 @@ class JobTracker:
         elif kind == RECONNECTED:
             await self._resync(events)
         elif kind == DISCONNECTED:
-            await self.writer.update(
-                self.job.id, expect=ACTIVE, message="Connection to ComfyUI lost; reconnecting"
+            # The dispatcher waits (bounded) for the backend, then re-attaches or retries.
+            raise ComfyUnavailable(
+                f"Connection to ComfyUI at {self.backend.name} lost; reconnecting"
             )
         return False
 
@@ -217,7 +220,9 @@ class JobTracker:
                 f"ComfyUI at {self.backend.name} no longer knows this job "
                 "(it was probably restarted or its queue was cleared)"
             )
-        events.put_nowait(ComfyEvent(type="executing", data={"node": None, "prompt_id": self.prompt_id}))
+        events.put_nowait(
+            ComfyEvent(type="executing", data={"node": None, "prompt_id": self.prompt_id})
+        )
 
     async def _set_running(self) -> None:
         self.backend.current_job = self.job.id
@@ -260,7 +265,9 @@ class JobTracker:
             return
         failure = entry.failure
         if failure is not None and failure.interrupted:
-            outcome = Outcome(JobStatus.CANCELLED, {"message": "Interrupted in ComfyUI", "error": None})
+            outcome = Outcome(
+                JobStatus.CANCELLED, {"message": "Interrupted in ComfyUI", "error": None}
+            )
         else:
             text = failure.describe() if failure else "ComfyUI reported an error without details"
             outcome = Outcome(JobStatus.FAILED, {"error": text, "message": text})
@@ -280,13 +287,21 @@ class JobTracker:
         except ComfyUnavailable:
             raise
         except ComfyError as exc:
-            await self._finish(Outcome(JobStatus.FAILED, {"error": exc.message, "message": exc.message}))
+            await self._finish(
+                Outcome(JobStatus.FAILED, {"error": exc.message, "message": exc.message})
+            )
             return
         done = await self._finish(
             Outcome(
                 JobStatus.COMPLETED,
-                {"outputs": records, "progress": 100.0, "stage": "done", "eta_s": 0.0,
-                 "message": "Video ready", "error": None},
+                {
+                    "outputs": records,
+                    "progress": 100.0,
+                    "stage": "done",
+                    "eta_s": 0.0,
+                    "message": "Video ready",
+                    "error": None,
+                },
             )
         )
         if done is None:  # stopped meanwhile: keep nothing
@@ -297,7 +312,11 @@ class JobTracker:
         attempts = list(self.job.attempts)
         if attempts:
             attempts[-1] = attempts[-1].model_copy(
-                update={"status": outcome.status, "finished_at": now, "error": outcome.fields.get("error")}
+                update={
+                    "status": outcome.status,
+                    "finished_at": now,
+                    "error": outcome.fields.get("error"),
+                }
             )
         job = await self.writer.update(
             self.job.id,

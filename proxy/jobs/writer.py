@@ -21,7 +21,9 @@ class JobWriter:
     async def create(self, job: Job) -> Job:
         await self.store.insert(job)
         self.bus.publish("created", job)
-        log.info("job %s %s workflow=%s surface=%s", job.id, job.status.value, job.workflow, job.surface)
+        log.info(
+            "job %s %s workflow=%s surface=%s", job.id, job.status.value, job.workflow, job.surface
+        )
         return job
 
     async def update(

@@ -29,7 +29,9 @@ class OutputStore:
             raise NotFound(f"no output named {filename!r}")
         return self.root / filename
 
-    async def save(self, job_id: str, client: ComfyClient, files: list[OutputFile]) -> list[OutputRecord]:
+    async def save(
+        self, job_id: str, client: ComfyClient, files: list[OutputFile]
+    ) -> list[OutputRecord]:
         """Copy a job's outputs out of ComfyUI (videos first); nothing half-written remains."""
         ordered = sorted(files, key=lambda f: not f.is_video)
         records: list[OutputRecord] = []
@@ -54,7 +56,9 @@ class OutputStore:
                             f"ComfyUI's output {file.filename} is not a readable video: {exc}"
                         ) from exc
                     record = record.model_copy(
-                        update={k: info[k] for k in ("width", "height", "frames", "fps", "duration_s")}
+                        update={
+                            k: info[k] for k in ("width", "height", "frames", "fps", "duration_s")
+                        }
                     )
                 records.append(record)
         except BaseException:

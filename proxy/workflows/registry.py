@@ -73,7 +73,9 @@ def _field_for(param: ParamSpec) -> tuple[Any, Any]:
         validators.append(AfterValidator(_multiple_of(param.multiple_of)))
     if param.four_k_plus_1:
         validators.append(AfterValidator(_four_k_plus_1))
-    annotation: Any = Annotated[(base, Field(**extra), *validators)] if validators or extra else base
+    annotation: Any = (
+        Annotated[(base, Field(**extra), *validators)] if validators or extra else base
+    )
     if param.required:
         return annotation, ...
     if param.random or param.default is None:
@@ -117,7 +119,9 @@ class Workflow:
             raise InvalidInput(name, str(err["msg"]).removeprefix("Value error, ")) from None
         return model.model_dump()
 
-    def resolve(self, values: dict[str, Any], files: dict[str, str] | None = None) -> dict[str, Any]:
+    def resolve(
+        self, values: dict[str, Any], files: dict[str, str] | None = None
+    ) -> dict[str, Any]:
         """Validated values with defaults applied and random seeds drawn.
 
         `files` maps file parameters to names already uploaded to ComfyUI's input folder.

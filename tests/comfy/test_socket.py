@@ -22,7 +22,14 @@ class FakeComfyWS:
     async def handler(self, ws):
         self.paths.append(ws.request.path)
         self.connections.append(ws)
-        await ws.send(json.dumps({"type": "status", "data": {"status": {"exec_info": {"queue_remaining": 0}}, "sid": "x"}}))
+        await ws.send(
+            json.dumps(
+                {
+                    "type": "status",
+                    "data": {"status": {"exec_info": {"queue_remaining": 0}}, "sid": "x"},
+                }
+            )
+        )
         await self.connected.put(ws)
         await ws.wait_closed()
 
@@ -45,8 +52,14 @@ async def test_events_are_demultiplexed_by_prompt_id(server):
         assert server.paths[0] == "/ws?clientId=client-1"
         assert await sock.wait_connected(5)
         await ws.send(json.dumps({"type": "executing", "data": {"node": "3", "prompt_id": "B"}}))
-        await ws.send(json.dumps({"type": "progress", "data": {"value": 1, "max": 8, "node": "3", "prompt_id": "A"}}))
-        await ws.send(json.dumps({"type": "executing", "data": {"node": "3"}}))  # bare: no prompt id
+        await ws.send(
+            json.dumps(
+                {"type": "progress", "data": {"value": 1, "max": 8, "node": "3", "prompt_id": "A"}}
+            )
+        )
+        await ws.send(
+            json.dumps({"type": "executing", "data": {"node": "3"}})
+        )  # bare: no prompt id
         await ws.send(struct.pack(">II", 1, 1) + b"\xff\xd8jpeg")  # preview without metadata
         meta = json.dumps({"node_id": "3", "prompt_id": "A"}).encode()
         await ws.send(struct.pack(">II", 4, len(meta)) + meta + b"png")

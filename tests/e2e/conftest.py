@@ -25,7 +25,9 @@ def standin(tmp_path: Path) -> Iterator[StandinProcess]:
 def make_settings(tmp_path: Path) -> Callable[..., Settings]:
     def make(urls: list[str], **kw: object) -> Settings:
         defaults: dict[str, object] = {
-            "data_dir": tmp_path / "data", "comfyui_urls": urls, "ws_reconnect_max_s": 0.5,
+            "data_dir": tmp_path / "data",
+            "comfyui_urls": urls,
+            "ws_reconnect_max_s": 0.5,
             "backend_down_timeout_s": 5.0,
         }
         return Settings(**{**defaults, **kw})

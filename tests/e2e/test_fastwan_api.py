@@ -6,7 +6,6 @@ import asyncio
 import re
 import shutil
 import sys
-from pathlib import Path
 
 import httpx
 
@@ -21,7 +20,9 @@ async def test_generate_progress_download_delete(client, proxy, standin, tmp_pat
     health = (await client.get("/", headers={"accept": "application/json"})).json()
     assert health["status"] == "healthy" and health["comfyui"][0]["status"] == "up"
 
-    r = await client.post("/generate", json={"prompt": "a ladybug on a leaf", "seed": 123456, **SMALL})
+    r = await client.post(
+        "/generate", json={"prompt": "a ladybug on a leaf", "seed": 123456, **SMALL}
+    )
     assert r.status_code == 200
     body = r.json()
     assert body["status"] == "queued" and body["message"] == "Video generation started"
@@ -84,10 +85,16 @@ async def test_bad_input_is_a_422_naming_the_field_and_nothing_reaches_comfyui(c
 
 
 async def test_unknown_and_unfinished_jobs(client):
-    for method, path in (("GET", "/status/nope"), ("GET", "/download/nope"), ("DELETE", "/jobs/nope")):
+    for method, path in (
+        ("GET", "/status/nope"),
+        ("GET", "/download/nope"),
+        ("DELETE", "/jobs/nope"),
+    ):
         r = await client.request(method, path)
         assert r.status_code == 404 and "nope" in r.json()["error"]
-    job_id = (await client.post("/generate", json={"prompt": "slow", **SMALL, "steps": 60})).json()["job_id"]
+    job_id = (await client.post("/generate", json={"prompt": "slow", **SMALL, "steps": 60})).json()[
+        "job_id"
+    ]
     r = await client.get(f"/download/{job_id}")
     assert r.status_code == 409
     assert r.json()["status"] in ("queued", "processing") and "not ready" in r.json()["error"]
@@ -95,7 +102,12 @@ async def test_unknown_and_unfinished_jobs(client):
 
 
 async def test_a_missing_model_file_becomes_an_error_a_person_can_act_on(client, standin):
-    lora = standin.data_dir / "models" / "loras" / "Wan2_2_5B_FastWanFullAttn_lora_rank_128_bf16.safetensors"
+    lora = (
+        standin.data_dir
+        / "models"
+        / "loras"
+        / "Wan2_2_5B_FastWanFullAttn_lora_rank_128_bf16.safetensors"
+    )
     lora.unlink()
     job_id = (await client.post("/generate", json={"prompt": "x", **SMALL})).json()["job_id"]
     final, _ = await follow_job(client, job_id, {"completed", "failed"})
@@ -108,7 +120,9 @@ async def test_a_missing_model_file_becomes_an_error_a_person_can_act_on(client,
 
 
 async def test_a_node_failure_names_the_node_and_an_oom_says_what_to_do(client, standin):
-    standin.control("POST", "faults/node", json={"class_type": "VAEDecode", "message": "decoder exploded"})
+    standin.control(
+        "POST", "faults/node", json={"class_type": "VAEDecode", "message": "decoder exploded"}
+    )
     job_id = (await client.post("/generate", json={"prompt": "x", **SMALL})).json()["job_id"]
     final, _ = await follow_job(client, job_id, {"completed", "failed"})
     assert final["status"] == "failed"
@@ -134,7 +148,10 @@ async def test_the_seed_python_example_runs_unchanged(proxy, tmp_path):
     script = tmp_path / "example.py"
     script.write_text(code)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(script), cwd=tmp_path, stdout=asyncio.subprocess.PIPE,
+        sys.executable,
+        str(script),
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
     out, _ = await asyncio.wait_for(proc.communicate(), 240)
@@ -164,10 +181,20 @@ async def test_the_seed_curl_examples_work(proxy, tmp_path):
         pytest.skip("curl is not installed")
     import json
 
-    body = json.loads(await _run(
-        curl, "-X", "POST", f"{proxy.url}/generate", "-H", "Content-Type: application/json",
-        "-d", '{\n    "prompt": "A beautiful sunset over mountains with clouds moving",\n'
-              '    "steps": 8,\n    "fps": 24\n  }', "-s"))
+    body = json.loads(
+        await _run(
+            curl,
+            "-X",
+            "POST",
+            f"{proxy.url}/generate",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            '{\n    "prompt": "A beautiful sunset over mountains with clouds moving",\n'
+            '    "steps": 8,\n    "fps": 24\n  }',
+            "-s",
+        )
+    )
     assert body["status"] == "queued"
     job_id = body["job_id"]
     async with httpx.AsyncClient(base_url=proxy.url, timeout=30) as client:
@@ -175,6 +202,8 @@ async def test_the_seed_curl_examples_work(proxy, tmp_path):
     assert final["status"] == "completed"
     status = json.loads(await _run(curl, "-s", f"{proxy.url}/status/{job_id}"))
     assert status["status"] == "completed" and status["video_ready"] is True
-    await _run(curl, "-o", str(tmp_path / "generated_video.mp4"), f"{proxy.url}/download/{job_id}", "-s")
+    await _run(
+        curl, "-o", str(tmp_path / "generated_video.mp4"), f"{proxy.url}/download/{job_id}", "-s"
+    )
     info = probe_video_sync(tmp_path / "generated_video.mp4")
     assert (info["width"], info["height"], info["frames"]) == (1280, 704, 121)

@@ -38,7 +38,11 @@ async def test_a_job_survives_a_proxy_restart_mid_run(tmp_path, make_settings):
         settings = make_settings([standin.url])
         async with proxy_server(settings) as proxy:
             async with httpx.AsyncClient(base_url=proxy.url, timeout=30) as client:
-                running = (await client.post("/generate", json={"prompt": "restart me", **SMALL, "steps": 10})).json()
+                running = (
+                    await client.post(
+                        "/generate", json={"prompt": "restart me", **SMALL, "steps": 10}
+                    )
+                ).json()
                 queued = (await client.post("/generate", json={"prompt": "and me", **SMALL})).json()
                 await wait_until(client, running["job_id"], lambda j: (j["step"] or 0) >= 2)
         # The proxy is gone; ComfyUI keeps working. A new proxy on the same data dir:
@@ -56,7 +60,9 @@ async def test_a_job_completes_after_its_websocket_drops_mid_run(tmp_path, make_
     with standin_process(tmp_path / "comfy", step_seconds=0.2) as standin:
         async with proxy_server(make_settings([standin.url])) as proxy:
             async with httpx.AsyncClient(base_url=proxy.url, timeout=30) as client:
-                job_id = (await client.post("/generate", json={"prompt": "drop", **SMALL, "steps": 8})).json()["job_id"]
+                job_id = (
+                    await client.post("/generate", json={"prompt": "drop", **SMALL, "steps": 8})
+                ).json()["job_id"]
                 await wait_until(client, job_id, lambda j: (j["step"] or 0) >= 1)
                 standin.control("POST", "websockets/drop", json={"mode": "abort"})
                 final, seen = await follow_job(client, job_id, {"completed", "failed"})
@@ -73,16 +79,22 @@ async def test_a_comfyui_restart_that_lost_the_job_fails_it_with_a_message(tmp_p
         settings = make_settings([standin.url])
         async with proxy_server(settings) as proxy:
             async with httpx.AsyncClient(base_url=proxy.url, timeout=30) as client:
-                job_id = (await client.post("/generate", json={"prompt": "lost", **SMALL, "steps": 30})).json()["job_id"]
+                job_id = (
+                    await client.post("/generate", json={"prompt": "lost", **SMALL, "steps": 30})
+                ).json()["job_id"]
                 await wait_until(client, job_id, lambda j: (j["step"] or 0) >= 1)
                 standin.process.kill()
                 standin.process.wait(10)
                 with standin_process(tmp_path / "comfy", step_seconds=0.0, port=port):
-                    final, _ = await follow_job(client, job_id, {"completed", "failed"}, timeout_s=60)
+                    final, _ = await follow_job(
+                        client, job_id, {"completed", "failed"}, timeout_s=60
+                    )
                     assert final["status"] == "failed"
                     assert "no longer knows this job" in final["error"]
                     # and the backend is usable again
-                    again = (await client.post("/generate", json={"prompt": "again", **SMALL})).json()["job_id"]
+                    again = (
+                        await client.post("/generate", json={"prompt": "again", **SMALL})
+                    ).json()["job_id"]
                     final, _ = await follow_job(client, again, {"completed", "failed"})
                     assert final["status"] == "completed"
 
@@ -91,26 +103,39 @@ async def test_delete_withdraws_only_our_prompt(tmp_path, make_settings):
     """Another client's prompt in the same ComfyUI is never interrupted or removed."""
     with standin_process(tmp_path / "comfy", step_seconds=0.1) as standin:
         async with proxy_server(make_settings([standin.url])) as proxy:
-            async with httpx.AsyncClient(base_url=proxy.url, timeout=30) as client, \
-                    httpx.AsyncClient(base_url=standin.url, timeout=30) as comfy:
+            async with (
+                httpx.AsyncClient(base_url=proxy.url, timeout=30) as client,
+                httpx.AsyncClient(base_url=standin.url, timeout=30) as comfy,
+            ):
                 # Our job runs; another client's prompt waits behind it in ComfyUI's queue.
-                ours = (await client.post("/generate", json={"prompt": "ours", **SMALL, "steps": 40})).json()["job_id"]
+                ours = (
+                    await client.post("/generate", json={"prompt": "ours", **SMALL, "steps": 40})
+                ).json()["job_id"]
                 job = await wait_until(client, ours, lambda j: j["status"] == "running")
                 graph = (await client.get(f"/api/jobs/{ours}")).json()
                 other_graph = _graph_for_other_client(job)
                 other_id = str(uuid.uuid4())
                 ws_url = standin.url.replace("http://", "ws://") + "/ws?clientId=someone-else"
                 async with websockets.connect(ws_url) as ws:
-                    r = await comfy.post("/prompt", json={
-                        "prompt": other_graph, "client_id": "someone-else", "prompt_id": other_id})
+                    r = await comfy.post(
+                        "/prompt",
+                        json={
+                            "prompt": other_graph,
+                            "client_id": "someone-else",
+                            "prompt_id": other_id,
+                        },
+                    )
                     assert r.status_code == 200, r.text
                     assert (await client.delete(f"/jobs/{ours}")).status_code == 200
                     async with asyncio.timeout(60):  # the other client's run ends normally
                         async for frame in ws:
                             msg = json.loads(frame) if isinstance(frame, str) else {}
                             data = msg.get("data", {})
-                            if msg.get("type") == "executing" and data.get("node") is None \
-                                    and data.get("prompt_id") == other_id:
+                            if (
+                                msg.get("type") == "executing"
+                                and data.get("node") is None
+                                and data.get("prompt_id") == other_id
+                            ):
                                 break
                 hist = (await comfy.get(f"/history/{other_id}")).json()
                 assert hist[other_id]["status"]["status_str"] == "success"
@@ -123,7 +148,9 @@ def _graph_for_other_client(job: dict) -> dict:
     import json
     from pathlib import Path
 
-    graph = json.loads((Path(__file__).resolve().parents[2] / "workflows" / "fastwan_t2v.json").read_text())
+    graph = json.loads(
+        (Path(__file__).resolve().parents[2] / "workflows" / "fastwan_t2v.json").read_text()
+    )
     graph["6"]["inputs"]["text"] = "someone else's prompt"
     graph["55"]["inputs"].update(width=64, height=64, length=5)
     graph["3"]["inputs"]["steps"] = 3
@@ -132,7 +159,15 @@ def _graph_for_other_client(job: dict) -> dict:
 
 
 async def test_stop_then_start_is_a_new_attempt(client):
-    job = (await client.post("/api/jobs", json={"prompt": "attempts", **{"width": 64, "height": 64, "num_frames": 9, "num_inference_steps": 40}})).json()
+    job = (
+        await client.post(
+            "/api/jobs",
+            json={
+                "prompt": "attempts",
+                **{"width": 64, "height": 64, "num_frames": 9, "num_inference_steps": 40},
+            },
+        )
+    ).json()
     assert job["status"] == "queued" and job["attempt"] == 1
     await wait_until(client, job["id"], lambda j: j["status"] == "running")
     stopped = (await client.post(f"/api/jobs/{job['id']}/stop")).json()

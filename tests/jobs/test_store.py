@@ -11,9 +11,15 @@ from proxy.jobs.store import JobStore, utcnow
 
 def make_job(**kw):
     now = kw.pop("created_at", utcnow())
-    return Job(id=kw.pop("id", str(uuid.uuid4())), workflow="fastwan_t2v",
-               status=kw.pop("status", JobStatus.QUEUED), params={"prompt": "x", "seed": 2**63 + 5},
-               created_at=now, updated_at=now, **kw)
+    return Job(
+        id=kw.pop("id", str(uuid.uuid4())),
+        workflow="fastwan_t2v",
+        status=kw.pop("status", JobStatus.QUEUED),
+        params={"prompt": "x", "seed": 2**63 + 5},
+        created_at=now,
+        updated_at=now,
+        **kw,
+    )
 
 
 async def test_round_trip_and_conditional_updates(database_url):
@@ -27,15 +33,26 @@ async def test_round_trip_and_conditional_updates(database_url):
         assert got == job and got.seed == 2**63 + 5
         assert got.created_at.tzinfo is not None
 
-        out = OutputRecord(filename="a.mp4", content_type="video/mp4", size_bytes=3, node_id="58",
-                           comfy_filename="video/x.mp4", frames=9)
+        out = OutputRecord(
+            filename="a.mp4",
+            content_type="video/mp4",
+            size_bytes=3,
+            node_id="58",
+            comfy_filename="video/x.mp4",
+            frames=9,
+        )
         done = await store.update(job.id, expect=(JobStatus.RUNNING,), status=JobStatus.COMPLETED)
         assert done is None  # not running: the condition protects newer states
         running = await store.update(job.id, status=JobStatus.RUNNING, prompt_id="p1")
         assert running.status is JobStatus.RUNNING
         assert await store.update(job.id, expect_prompt_id="other", progress=50.0) is None
-        done = await store.update(job.id, expect=(JobStatus.RUNNING,), expect_prompt_id="p1",
-                                  status=JobStatus.COMPLETED, outputs=[out])
+        done = await store.update(
+            job.id,
+            expect=(JobStatus.RUNNING,),
+            expect_prompt_id="p1",
+            status=JobStatus.COMPLETED,
+            outputs=[out],
+        )
         assert done.outputs == [out] and done.status is JobStatus.COMPLETED
         assert await store.delete(job.id) and await store.get(job.id) is None
     finally:
@@ -48,9 +65,15 @@ async def test_list_filters_and_orders_newest_first(database_url):
     store = JobStore(db)
     try:
         t0 = utcnow()
-        jobs = [make_job(created_at=t0 + timedelta(seconds=i), client_key="k" if i % 2 else None,
-                         status=JobStatus.COMPLETED if i == 0 else JobStatus.QUEUED, batch_id="b" if i < 2 else None)
-                for i in range(4)]
+        jobs = [
+            make_job(
+                created_at=t0 + timedelta(seconds=i),
+                client_key="k" if i % 2 else None,
+                status=JobStatus.COMPLETED if i == 0 else JobStatus.QUEUED,
+                batch_id="b" if i < 2 else None,
+            )
+            for i in range(4)
+        ]
         for job in jobs:
             await store.insert(job)
         assert [j.id for j in await store.list()] == [j.id for j in reversed(jobs)]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sys
 import textwrap
-from pathlib import Path
 
 import httpx
 import pytest
@@ -36,8 +35,9 @@ FAKE_MAIN = textwrap.dedent(
 async def test_starts_a_comfyui_checkout_with_our_custom_nodes_and_models(tmp_path, monkeypatch):
     comfy = tmp_path / "ComfyUI"
     comfy.mkdir()
-    (comfy / "main.py").write_text(FAKE_MAIN.format(
-        repo=str(REPO_ROOT), manifest=str(REPO_ROOT / "comfyui" / "models.json")))
+    (comfy / "main.py").write_text(
+        FAKE_MAIN.format(repo=str(REPO_ROOT), manifest=str(REPO_ROOT / "comfyui" / "models.json"))
+    )
     monkeypatch.setenv("COMFYUI_PYTHON", sys.executable)
     models = tmp_path / "models"
     proc = await launch_comfyui(comfy, tmp_path / "data", models, port=0, timeout_s=60)

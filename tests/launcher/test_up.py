@@ -19,8 +19,16 @@ async def test_up_serves_the_api_on_the_standin_and_stops_it_on_exit(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("COMFYUI_URL", "COMFYUI_DIR")}
     env.update(PORT=str(port), DATA_DIR=str(tmp_path / "data"), PROXY_HOST="127.0.0.1")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "proxy", "up", "--standin-step-seconds", "0", cwd=REPO_ROOT, env=env,
-        stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "proxy",
+        "up",
+        "--standin-step-seconds",
+        "0",
+        cwd=REPO_ROOT,
+        env=env,
+        stderr=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
     )
     log: list[str] = []
     try:
@@ -39,8 +47,12 @@ async def test_up_serves_the_api_on_the_standin_and_stops_it_on_exit(tmp_path):
             assert health["comfyui"][0]["status"] == "up"
             page = await client.get("/", headers={"accept": "text/html"})
             assert page.headers["content-type"].startswith("text/html")
-            job_id = (await client.post("/generate", json={
-                "prompt": "up", "width": 64, "height": 64, "length": 5, "steps": 2})).json()["job_id"]
+            job_id = (
+                await client.post(
+                    "/generate",
+                    json={"prompt": "up", "width": 64, "height": 64, "length": 5, "steps": 2},
+                )
+            ).json()["job_id"]
             final, _ = await follow_job(client, job_id, {"completed", "failed"})
             assert final["status"] == "completed"
             models = (await client.get("/api/models")).json()

@@ -28,7 +28,9 @@ def test_t2v_graph_is_the_wan22_5b_graph_with_the_fastwan_lora(registry):
     assert classes["58"] == "SaveVideo" and classes["55"] == "Wan22ImageToVideoLatent"
     assert graph["37"]["inputs"]["unet_name"] == "wan2.2_ti2v_5B_fp16.safetensors"
     assert graph["38"]["inputs"] == {
-        "clip_name": "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "type": "wan", "device": "default"
+        "clip_name": "umt5_xxl_fp8_e4m3fn_scaled.safetensors",
+        "type": "wan",
+        "device": "default",
     }
     assert graph["39"]["inputs"]["vae_name"] == "wan2.2_vae.safetensors"
     assert graph["48"]["inputs"]["shift"] == 8.0
@@ -43,7 +45,12 @@ def test_t2v_graph_is_the_wan22_5b_graph_with_the_fastwan_lora(registry):
 def test_defaults_are_fastwans(registry):
     resolved = registry.get("fastwan_t2v").resolve({"prompt": "a cat"})
     assert resolved["steps"] == 8 and resolved["cfg"] == 1.0
-    assert (resolved["width"], resolved["height"], resolved["length"], resolved["fps"]) == (1280, 704, 121, 24)
+    assert (resolved["width"], resolved["height"], resolved["length"], resolved["fps"]) == (
+        1280,
+        704,
+        121,
+        24,
+    )
     assert resolved["sampler"] == "uni_pc" and resolved["scheduler"] == "simple"
     assert isinstance(resolved["seed"], int) and 0 <= resolved["seed"] < 2**64
 
@@ -80,8 +87,18 @@ def test_bad_input_names_the_field(registry, values, field, text):
 
 def test_fill_binds_every_slot_on_a_copy(registry):
     flow = registry.get("fastwan_t2v")
-    resolved = flow.resolve({"prompt": "a red fox", "negative_prompt": "blur", "seed": 7,
-                             "width": 64, "height": 96, "length": 9, "fps": 12, "steps": 3})
+    resolved = flow.resolve(
+        {
+            "prompt": "a red fox",
+            "negative_prompt": "blur",
+            "seed": 7,
+            "width": 64,
+            "height": 96,
+            "length": 9,
+            "fps": 12,
+            "steps": 3,
+        }
+    )
     graph = flow.fill(resolved, filename_prefix="fastwan/job1")
     assert graph["6"]["inputs"]["text"] == "a red fox"
     assert graph["7"]["inputs"]["text"] == "blur"
