@@ -136,11 +136,10 @@ async def launch_comfyui(
     return ManagedProcess("comfyui", process, url)
 
 
-async def launch_standin(
-    data_dir: Path, port: int = 8188, step_seconds: float = 0.25, timeout_s: float = 60.0
-) -> ManagedProcess:
-    sys.stderr.write(STANDIN_BANNER)
-    port = free_port(port)
+def standin_command(
+    data_dir: Path, port: int, step_seconds: float, *, with_models: bool = True
+) -> list[str]:
+    """How to run the stand-in (from the repository root); it prints one READY line."""
     cmd = [
         sys.executable,
         "-m",
@@ -153,9 +152,17 @@ async def launch_standin(
         str(data_dir),
         "--step-seconds",
         str(step_seconds),
-        "--with-models",
-        str(REPO_ROOT / "comfyui" / "models.json"),
     ]
+    if with_models:
+        cmd += ["--with-models", str(REPO_ROOT / "comfyui" / "models.json")]
+    return cmd
+
+
+async def launch_standin(
+    data_dir: Path, port: int = 8188, step_seconds: float = 0.25, timeout_s: float = 60.0
+) -> ManagedProcess:
+    sys.stderr.write(STANDIN_BANNER)
+    cmd = standin_command(data_dir, free_port(port), step_seconds)
     process = await asyncio.create_subprocess_exec(
         *cmd, cwd=str(REPO_ROOT), stdout=asyncio.subprocess.PIPE
     )

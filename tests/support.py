@@ -12,7 +12,6 @@ import os
 import selectors
 import socket
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import httpx
 import uvicorn
 
 from proxy.app import create_app
+from proxy.launcher import standin_command
 from proxy.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -59,21 +59,7 @@ def standin_process(
     with_models: bool = True,
     timeout_s: float = 30.0,
 ) -> Iterator[StandinProcess]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "comfyui.standin",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--data-dir",
-        str(data_dir),
-        "--step-seconds",
-        str(step_seconds),
-    ]
-    if with_models:
-        cmd += ["--with-models", str(MANIFEST)]
+    cmd = standin_command(data_dir, port, step_seconds, with_models=with_models)
     process = subprocess.Popen(
         cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"}
     )

@@ -106,8 +106,11 @@ def batch_job_status(
 ) -> dict[str, Any]:
     if job is None:
         body: dict[str, Any] = {
-            "job_id": job_id, "status": "failed", "message": "The job was deleted",
-            "progress": 0, "video_url": None,
+            "job_id": job_id,
+            "status": "failed",
+            "message": "The job was deleted",
+            "progress": 0,
+            "video_url": None,
         }
         backend = None
     else:
@@ -118,14 +121,17 @@ def batch_job_status(
     return body
 
 
+# The seed's batch words for Tally.outcome.
+BATCH_WORDS = {
+    "running": "processing",
+    "completed": "complete",
+    "failed": "failed",
+    "partial": "partial",
+}
+
+
 def batch_word(tally: Tally) -> str:
-    if not tally.finished:
-        return "processing"
-    if tally.completed == tally.total:
-        return "complete"
-    if tally.failed == tally.total:
-        return "failed"
-    return "partial"
+    return BATCH_WORDS[tally.outcome]
 
 
 def batch_status(services: Services, batch: Batch, jobs: list[Job | None]) -> dict[str, Any]:
@@ -154,8 +160,10 @@ async def single_inference(
 ) -> dict[str, Any]:
     """Queue one text-to-video job; follow it on `/api/video/status/{job_id}` or the websocket."""
     job = await services.jobs.create(
-        services.settings.default_workflow, {**body.values(), "prompt": body.prompt},
-        surface="portal", client_key=client_key(request),
+        services.settings.default_workflow,
+        {**body.values(), "prompt": body.prompt},
+        surface="portal",
+        client_key=client_key(request),
     )
     return {
         "job_id": job.id,
@@ -188,7 +196,9 @@ async def batch_inference(
     batch, _ = await batches.create(
         "portal",
         [ItemSpec(prompt=p, label=f"prompt {i + 1} of {n}") for i, p in enumerate(body.prompts)],
-        body.values(), surface="portal", client_key=client_key(request),
+        body.values(),
+        surface="portal",
+        client_key=client_key(request),
     )
     return {
         "batch_id": batch.id,
@@ -236,8 +246,10 @@ async def batch_download(
     if not entries:
         tally = Tally.of(jobs)
         raise Conflict(
-            f"no video of batch {batch_id} has finished yet", status=batch_word(tally),
-            completed=tally.completed, total=tally.total,
+            f"no video of batch {batch_id} has finished yet",
+            status=batch_word(tally),
+            completed=tally.completed,
+            total=tally.total,
         )
     plan = await plan_zip(entries)
     return StreamingResponse(
@@ -250,8 +262,9 @@ async def batch_download(
     )
 
 
-@router.get("/videos/{video_id}", summary="A video by job id or file name",
-            response_class=FileResponse)
+@router.get(
+    "/videos/{video_id}", summary="A video by job id or file name", response_class=FileResponse
+)
 async def get_video(video_id: str, services: ServicesDep) -> FileResponse:
     """The MP4 of a finished job (by its id) or a stored output (by its file name), with
     HTTP Range. 409 while the job is still running."""
@@ -346,14 +359,21 @@ async def ws_video(websocket: WebSocket, job_id: str) -> None:
         if event.job.id != job_id or not _newer(event.job, state.get("job")):
             return None
         if event.kind == "deleted":
-            gone = event.job.model_copy(update={"status": JobStatus.CANCELLED,
-                                                 "message": "The job was deleted"})
+            gone = event.job.model_copy(
+                update={"status": JobStatus.CANCELLED, "message": "The job was deleted"}
+            )
             return job_status(gone)
         state["job"] = event.job
         return job_status(event.job)
 
-    await _follow(websocket, services, snapshot, apply,
-                  lambda s: s["status"] in ("complete", "failed"), f"job with id {job_id!r}")
+    await _follow(
+        websocket,
+        services,
+        snapshot,
+        apply,
+        lambda s: s["status"] in ("complete", "failed"),
+        f"job with id {job_id!r}",
+    )
 
 
 @router.websocket("/ws/batch/{batch_id}")
@@ -394,5 +414,11 @@ async def ws_batch(websocket: WebSocket, batch_id: str) -> None:
             return {"batch_id": batch_id, "status": "not_found", "message": "The batch was deleted"}
         return status
 
-    await _follow(websocket, services, snapshot, apply,
-                  lambda s: s["status"] != "processing", f"batch with id {batch_id!r}")
+    await _follow(
+        websocket,
+        services,
+        snapshot,
+        apply,
+        lambda s: s["status"] != "processing",
+        f"batch with id {batch_id!r}",
+    )

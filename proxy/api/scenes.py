@@ -96,13 +96,8 @@ def scene_word(job: Job | None) -> str:
 
 
 def overall_word(tally: Tally) -> str:
-    if not tally.finished:
-        return "generating"
-    if tally.completed == tally.total:
-        return "completed"
-    if tally.failed == tally.total:
-        return "failed"
-    return "partial"
+    """The seed's overall_status: generating until every scene has finished."""
+    return "generating" if tally.outcome == "running" else tally.outcome
 
 
 def scene_status(scenario: str, job: Job | None) -> dict[str, Any]:

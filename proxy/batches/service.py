@@ -69,12 +69,23 @@ class Tally:
     def finished(self) -> bool:
         return self.completed + self.failed == self.total
 
+    @property
+    def outcome(self) -> str:
+        """ "running" until every job has finished, then "completed", "failed" or "partial";
+        each surface translates these into its own words."""
+        if not self.finished:
+            return "running"
+        if self.completed == self.total:
+            return "completed"
+        if self.failed == self.total:
+            return "failed"
+        return "partial"
+
     @classmethod
     def of(cls, jobs: list[Job | None]) -> Tally:
         completed = sum(1 for j in jobs if j is not None and j.status is JobStatus.COMPLETED)
         failed = sum(
-            1 for j in jobs
-            if j is None or j.status in (JobStatus.FAILED, JobStatus.CANCELLED)
+            1 for j in jobs if j is None or j.status in (JobStatus.FAILED, JobStatus.CANCELLED)
         )
         return cls(total=len(jobs), completed=completed, failed=failed)
 
@@ -164,18 +175,28 @@ class BatchService:
             for item in items:
                 created.append(
                     await self.jobs.create(
-                        flow.name, {**values, "prompt": item.prompt}, surface=surface,
-                        client_key=client_key, batch_id=batch_id, label=item.label,
+                        flow.name,
+                        {**values, "prompt": item.prompt},
+                        surface=surface,
+                        client_key=client_key,
+                        batch_id=batch_id,
+                        label=item.label,
                     )
                 )
             now = utcnow()
             batch = Batch(
-                id=batch_id, kind=kind, surface=surface, workflow=flow.name, params=values,
+                id=batch_id,
+                kind=kind,
+                surface=surface,
+                workflow=flow.name,
+                params=values,
                 items=[
                     BatchItem(job_id=job.id, prompt=item.prompt, label=item.label)
                     for job, item in zip(created, items, strict=True)
                 ],
-                session_id=session_id, created_at=now, updated_at=now,
+                session_id=session_id,
+                created_at=now,
+                updated_at=now,
             )
             await self.store.insert_batch(batch)
         except BaseException:
@@ -303,13 +324,14 @@ class BatchService:
         """One job per scene, all queued at once; the session points at the new batch."""
         session = await self.get_session(session_id)
         if not session.scenes:
-            raise InvalidInput(
-                "session_id", f"session {session_id} has no scene descriptions yet"
-            )
+            raise InvalidInput("session_id", f"session {session_id} has no scene descriptions yet")
         batch, _ = await self.create(
             "scenes",
             [ItemSpec(prompt=s.description, label=s.scenario) for s in session.scenes],
-            session.params, surface="scenes", client_key=client_key, session_id=session.id,
+            session.params,
+            surface="scenes",
+            client_key=client_key,
+            session_id=session.id,
             item_field="scenes",
         )
         for _ in range(CAS_ROUNDS):
@@ -338,8 +360,12 @@ class BatchService:
         if index is None:
             raise Conflict(f"scene {scenario!r} was not part of batch {batch.id}")
         job = await self.jobs.create(
-            batch.workflow, {**batch.params, "prompt": scene.description}, surface=batch.surface,
-            client_key=client_key, batch_id=batch.id, label=scenario,
+            batch.workflow,
+            {**batch.params, "prompt": scene.description},
+            surface=batch.surface,
+            client_key=client_key,
+            batch_id=batch.id,
+            label=scenario,
         )
         batch, old = await self._replace_item(
             batch, index, BatchItem(job_id=job.id, prompt=scene.description, label=scenario)
@@ -347,8 +373,9 @@ class BatchService:
         # The replaced job stays (its video may still be in scene_videos) but stops working.
         with suppress(NotFound):
             await self.jobs.stop(old)
-        log.info("batch %s: scene %s regenerated as job %s (was %s)",
-                 batch.id, scenario, job.id, old)
+        log.info(
+            "batch %s: scene %s regenerated as job %s (was %s)", batch.id, scenario, job.id, old
+        )
         return batch, job
 
     async def sync_session(
@@ -382,7 +409,8 @@ class BatchService:
         batch = await self.get(batch_id)
         jobs = await self.jobs_of(batch)
         waiting = [
-            item.label or item.job_id for item, job in zip(batch.items, jobs, strict=True)
+            item.label or item.job_id
+            for item, job in zip(batch.items, jobs, strict=True)
             if job is not None and not job.status.finished
         ]
         if waiting:
@@ -392,22 +420,31 @@ class BatchService:
             )
         done = [j for j in jobs if j is not None and output_url(j) is not None]
         if not done:
-            raise Conflict("no scene of this batch finished successfully; nothing to join",
-                           status="failed")
+            raise Conflict(
+                "no scene of this batch finished successfully; nothing to join", status="failed"
+            )
         ids = [job.id for job in done]
         digest = hashlib.sha256(",".join(ids).encode()).hexdigest()[:12]
         name = f"final_{batch.id}_{digest}.mp4"
         path = self.outputs.path_for(name)
         async with self._join_lock:
             batch = await self.get(batch_id)
-            if batch.final and batch.final.get("filename") == name \
-                    and await anyio.Path(path).is_file():
+            if (
+                batch.final
+                and batch.final.get("filename") == name
+                and await anyio.Path(path).is_file()
+            ):
                 return path, batch.final
             parts = [self.outputs.path_for(job.video.filename) for job in done if job.video]
             result: JoinResult = await join_videos(parts, path)
             final = {
-                "filename": name, "jobs": ids, "mode": result.mode, "frames": result.frames,
-                "width": result.width, "height": result.height, "fps": result.fps,
+                "filename": name,
+                "jobs": ids,
+                "mode": result.mode,
+                "frames": result.frames,
+                "width": result.width,
+                "height": result.height,
+                "fps": result.fps,
             }
             for _ in range(CAS_ROUNDS):
                 previous = batch.final
@@ -416,6 +453,11 @@ class BatchService:
                         await self.outputs.delete([previous["filename"]])
                     break
                 batch = await self.get(batch_id)
-            log.info("batch %s: joined %d scenes (%s, %d frames)", batch_id, len(parts),
-                     result.mode, result.frames)
+            log.info(
+                "batch %s: joined %d scenes (%s, %d frames)",
+                batch_id,
+                len(parts),
+                result.mode,
+                result.frames,
+            )
             return path, final
