@@ -169,40 +169,44 @@ class BatchService:
         flow = self.jobs.registry.get(workflow or self.settings.default_workflow)
         for index, item in enumerate(items):
             self._check(flow.resolve, {**values, "prompt": item.prompt}, f"{item_field}.{index}")
-        batch_id = str(uuid.uuid4())
+        # The batch is recorded before its jobs exist, so no job event ever names a batch
+        # that cannot be read yet.
+        now = utcnow()
+        job_ids = [str(uuid.uuid4()) for _ in items]
+        batch = Batch(
+            id=str(uuid.uuid4()),
+            kind=kind,
+            surface=surface,
+            workflow=flow.name,
+            params=values,
+            items=[
+                BatchItem(job_id=job_id, prompt=item.prompt, label=item.label)
+                for job_id, item in zip(job_ids, items, strict=True)
+            ],
+            session_id=session_id,
+            created_at=now,
+            updated_at=now,
+        )
+        await self.store.insert_batch(batch)
         created: list[Job] = []
         try:
-            for item in items:
+            for job_id, item in zip(job_ids, items, strict=True):
                 created.append(
                     await self.jobs.create(
                         flow.name,
                         {**values, "prompt": item.prompt},
                         surface=surface,
                         client_key=client_key,
-                        batch_id=batch_id,
+                        batch_id=batch.id,
                         label=item.label,
+                        job_id=job_id,
                     )
                 )
-            now = utcnow()
-            batch = Batch(
-                id=batch_id,
-                kind=kind,
-                surface=surface,
-                workflow=flow.name,
-                params=values,
-                items=[
-                    BatchItem(job_id=job.id, prompt=item.prompt, label=item.label)
-                    for job, item in zip(created, items, strict=True)
-                ],
-                session_id=session_id,
-                created_at=now,
-                updated_at=now,
-            )
-            await self.store.insert_batch(batch)
         except BaseException:
             for job in created:
                 with suppress(NotFound):
                     await self.jobs.delete(job.id)
+            await self.store.delete_batch(batch.id)
             raise
         log.info("batch %s (%s): %d jobs", batch.id, kind, len(created))
         return batch, created

@@ -56,8 +56,11 @@ class JobService:
         batch_id: str | None = None,
         label: str | None = None,
         request: dict[str, Any] | None = None,
+        job_id: str | None = None,
     ) -> Job:
-        """Validate, resolve (random seed drawn and stored) and persist a job; queue it."""
+        """Validate, resolve (random seed drawn and stored) and persist a job; queue it.
+
+        `job_id` lets a caller that records the id elsewhere first (a batch) choose it."""
         flow = self.registry.get(workflow)
         files = {name: info["upload_name"] for name, info in (inputs or {}).items()}
         params = flow.resolve(values, files)
@@ -71,7 +74,7 @@ class JobService:
         now = utcnow()
         status = JobStatus.QUEUED if start else JobStatus.PENDING
         job = Job(
-            id=str(uuid.uuid4()),
+            id=job_id or str(uuid.uuid4()),
             workflow=flow.name,
             status=status,
             params=params,

@@ -82,4 +82,39 @@ export const api = {
   startJob: (id) => request("POST", `/api/jobs/${encodeURIComponent(id)}/start`),
   stopJob: (id) => request("POST", `/api/jobs/${encodeURIComponent(id)}/stop`),
   deleteJob: (id) => request("DELETE", `/api/jobs/${encodeURIComponent(id)}`),
+
+  // Prompt tools (a language model; every route answers 503 with `error` when none is set).
+  // The prompt session travels in a cookie the server sets on the first session request.
+  toolsStatus: () => request("GET", "/api/prompt-tools/status"),
+  enhance: (roughPrompt) => request("POST", "/api/enhance", { json: { rough_prompt: roughPrompt } }),
+  initialize: (prompt) => request("POST", "/api/initialize", { json: { prompt } }),
+  update: (userRequest) => request("POST", "/api/update", { json: { user_request: userRequest } }),
+  history: () => request("GET", "/api/history"),
+  parameters: () => request("GET", "/api/parameters"),
+  variations: (selectedIndices, totalCount) =>
+    request("POST", "/api/generate-variations", {
+      json: { selected_indices: selectedIndices, total_count: totalCount },
+    }),
+  draftScenes: (brief, scenes) => request("POST", "/api/scenes/draft", { json: { brief, scenes } }),
+
+  // Batches (seed 004) and scene generations (seed 003), listed by the native batches API.
+  batchInference: (body) => request("POST", "/api/video/batch_inference", { json: body }),
+  batches: ({ limit = 20, offset = 0 } = {}) =>
+    request("GET", `/api/batches?limit=${limit}&offset=${offset}`),
+  batch: (id) => request("GET", `/api/batches/${encodeURIComponent(id)}`),
+  deleteBatch: (id) => request("DELETE", `/api/batches/${encodeURIComponent(id)}`),
+  createSession: (body) => request("POST", "/api/session", { json: body }),
+  session: (id) => request("GET", `/api/session/${encodeURIComponent(id)}`),
+  generateScenes: (sessionId) =>
+    request("POST", "/api/videos/generate-scenes", { json: { session_id: sessionId } }),
+  // wait: false answers 202 at once; the new job is followed on the event stream.
+  regenerateScene: (sessionId, scenario) =>
+    request("POST", "/api/videos/regenerate-scene", {
+      json: { session_id: sessionId, scenario, wait: false },
+    }),
+};
+
+export const urls = {
+  batchZip: (id) => `/api/video/batch_download/${encodeURIComponent(id)}`,
+  finalVideo: (id) => `/api/videos/final/${encodeURIComponent(id)}`,
 };

@@ -1,19 +1,23 @@
-// Wiring: the form creates jobs, the list shows them, the feed keeps the list live.
+// Wiring: the form creates jobs, the list shows them, the feed keeps the list (and the
+// batches) live; the prompt tools and the scenes form start batches, shown in their view.
 
 import { api } from "./api.js";
+import { BatchList } from "./batches.js";
 import { JobFeed } from "./events.js";
 import { shortId } from "./format.js";
 import { JobForm } from "./form.js";
 import { JobList } from "./jobs.js";
+import { ScenesForm } from "./scenes.js";
 import { StatusBar } from "./status.js";
+import { Tabs } from "./tabs.js";
+import { PromptTools } from "./tools.js";
 
 const dialog = document.querySelector("[data-testid=confirm-dialog]");
 
-/** Ask before deleting; resolves true when the user confirms. */
-function confirmDelete(job) {
-  const active = job.status === "queued" || job.status === "running";
-  dialog.querySelector("[data-testid=confirm-text]").textContent =
-    `Job ${shortId(job.id)} ${active ? `is ${job.status}; it will be stopped, then` : "and its video will be"} removed for good.`;
+/** Ask before deleting something; resolves true when the user confirms. */
+function confirmAction({ title, text }) {
+  dialog.querySelector("[data-testid=confirm-title]").textContent = title;
+  dialog.querySelector("[data-testid=confirm-text]").textContent = text;
   dialog.returnValue = "";
   return new Promise((resolve) => {
     dialog.addEventListener("close", () => resolve(dialog.returnValue === "delete"), { once: true });
@@ -21,6 +25,15 @@ function confirmDelete(job) {
   });
 }
 
+function confirmDelete(job) {
+  const active = job.status === "queued" || job.status === "running";
+  return confirmAction({
+    title: "Delete this job?",
+    text: `Job ${shortId(job.id)} ${active ? `is ${job.status}; it will be stopped, then` : "and its video will be"} removed for good.`,
+  });
+}
+
+let tools = null;
 const status = new StatusBar(document);
 const list = new JobList(document.querySelector(".jobs-panel"), {
   confirmDelete,
@@ -28,14 +41,42 @@ const list = new JobList(document.querySelector(".jobs-panel"), {
 });
 const form = new JobForm(document.querySelector("[data-testid=job-form]"), {
   onCreated: (job) => list.upsert(job),
+  onBuilt: () => tools?.attachEnhance(),
+});
+const batches = new BatchList(document.querySelector("[data-testid=view-batches]"), {
+  countEl: document.querySelector("[data-testid=batch-count]"),
+  confirm: confirmAction,
+  onReuse: (job) => form.reuse(job),
+});
+const tabs = new Tabs(document.querySelector("[data-testid=view-tabs]"));
+
+/** Switch to the Batches view and open the batch just started. */
+function showBatch(batchId) {
+  tabs.select("batches");
+  return batches.reveal(batchId);
+}
+
+const scenes = new ScenesForm(document.querySelector("[data-testid=scenes-form]"), {
+  onStarted: showBatch,
+});
+tools = new PromptTools(document.querySelector("[data-testid=prompt-tools]"), {
+  form,
+  offLine: document.querySelector("[data-testid=tools-unavailable]"),
+  onBatch: showBatch,
+  onStatus: (configured) => scenes.setDrafting(configured),
 });
 const feed = new JobFeed({
-  onEvent: (payload) => list.apply(payload),
-  onResync: () => list.refresh(),
+  onEvent: (payload) => {
+    list.apply(payload);
+    batches.onJobEvent(payload);
+  },
+  onResync: () => Promise.all([list.refresh(), batches.refresh()]),
   onState: (state) => status.setFeed(state),
 });
 
 document.querySelector("[data-testid=refresh-jobs]").addEventListener("click", () => list.refresh());
+// The header's shortcut past the form (narrow screens) leads to the job list.
+document.querySelector(".indicator.jump").addEventListener("click", () => tabs.select("jobs"));
 
 async function loadModels() {
   try {
@@ -46,9 +87,12 @@ async function loadModels() {
   }
 }
 
+tabs.restore();
 status.start();
 feed.start();
 list.refresh();
+batches.refresh();
+tools.start();
 // Marks the form as built (tests wait for it).
 loadModels().then(() => {
   document.documentElement.dataset.ready = "true";

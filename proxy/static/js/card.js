@@ -19,10 +19,15 @@ function setText(element, text) {
   if (element.textContent !== value) element.textContent = value;
 }
 
-export function createCard(job) {
+/**
+ * A new card. `idPrefix` keeps element ids unique when one job is shown twice (in the job
+ * list and in its batch); `testid` names the card for tests.
+ */
+export function createCard(job, { idPrefix = "job", testid = "job-card" } = {}) {
   const card = template.content.firstElementChild.cloneNode(true);
   card.dataset.jobId = job.id;
-  const promptId = `job-prompt-${job.id}`;
+  card.dataset.testid = testid;
+  const promptId = `${idPrefix}-prompt-${job.id}`;
   part(card, ".job-prompt").id = promptId;
   card.setAttribute("aria-labelledby", promptId);
   updateCard(card, job);
@@ -62,6 +67,11 @@ export function updateCard(card, job) {
   attempt.title = (job.attempts || [])
     .map((a) => `#${a.number}: ${a.status}${a.error ? ` (${a.error})` : ""}`)
     .join("\n");
+
+  // A batch job's label: its scene name, or "prompt 2 of 3".
+  const tag = part(card, "[data-testid=job-label]");
+  tag.hidden = !job.label;
+  setText(tag, job.label || "");
 
   setText(part(card, ".job-model"), job.model_id || job.workflow || "");
   const time = part(card, ".job-time");

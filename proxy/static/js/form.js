@@ -42,9 +42,10 @@ function floatStep(param) {
 }
 
 export class JobForm {
-  constructor(form, { onCreated }) {
+  constructor(form, { onCreated, onBuilt = () => {} }) {
     this.form = form;
     this.onCreated = onCreated;
+    this.onBuilt = onBuilt;
     this.select = form.querySelector("[data-testid=workflow-select]");
     this.description = form.querySelector("[data-testid=workflow-description]");
     this.readiness = form.querySelector("[data-testid=workflow-readiness]");
@@ -132,6 +133,37 @@ export class JobForm {
     this.advancedBox.append(advancedGrid);
     this.advanced.hidden = !this.advancedBox.querySelector(".field");
     this.fill(values ?? this.loadDraft() ?? {});
+    this.onBuilt(this);
+  }
+
+  /** The prompt field ({param, input, error, wrap}), or null if the workflow has none. */
+  promptEntry() {
+    return this.inputs.get("prompt") || null;
+  }
+
+  getPrompt() {
+    return this.promptEntry()?.input.value ?? "";
+  }
+
+  /** Put `text` in the prompt field (kept in the draft), and say so in the form status. */
+  setPrompt(text, note = "") {
+    const entry = this.promptEntry();
+    if (!entry) return false;
+    entry.input.value = text;
+    this.clearFieldError("prompt");
+    this.saveDraft();
+    if (note) this.setStatus(note);
+    return true;
+  }
+
+  /** Whole numbers typed in the named fields (empty or not a number: left out). */
+  numbers(names) {
+    const values = {};
+    for (const name of names) {
+      const raw = this.inputs.get(name)?.input.value.trim() ?? "";
+      if (/^\d+$/.test(raw) && Number.isSafeInteger(Number(raw))) values[name] = Number(raw);
+    }
+    return values;
   }
 
   field(param) {
