@@ -106,6 +106,8 @@ async def serve(settings: Settings) -> None:
         port=settings.port,
         log_level=settings.log_level,
         proxy_headers=True,
+        # Open event streams (a browser tab) must not hold a Ctrl+C forever.
+        timeout_graceful_shutdown=5,
     )
     print(f"FastWAN proxy on http://{settings.host}:{settings.port}  (API docs: /docs)", flush=True)
     await uvicorn.Server(config).serve()
