@@ -7,8 +7,10 @@ Child processes are started without blocking the event loop and stopped on exit.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import os
+import signal
 import socket
 import sys
 from dataclasses import dataclass
@@ -48,6 +50,17 @@ class ManagedProcess:
         except TimeoutError:
             self.process.kill()
             await self.process.wait()
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """Run in the child before exec: on Linux, SIGTERM it when the proxy dies, even by
+    SIGKILL, so a ComfyUI or stand-in we started is never left running on its own."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port(preferred: int | None = None, host: str = "127.0.0.1") -> int:
@@ -126,7 +139,9 @@ async def launch_comfyui(
         str(config),
     ]
     log.info("starting ComfyUI: %s", " ".join(cmd))
-    process = await asyncio.create_subprocess_exec(*cmd, cwd=str(comfyui_dir))
+    process = await asyncio.create_subprocess_exec(
+        *cmd, cwd=str(comfyui_dir), preexec_fn=die_with_parent
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         await wait_http_ready(url, process, timeout_s)
@@ -164,7 +179,7 @@ async def launch_standin(
     sys.stderr.write(STANDIN_BANNER)
     cmd = standin_command(data_dir, free_port(port), step_seconds)
     process = await asyncio.create_subprocess_exec(
-        *cmd, cwd=str(REPO_ROOT), stdout=asyncio.subprocess.PIPE
+        *cmd, cwd=str(REPO_ROOT), stdout=asyncio.subprocess.PIPE, preexec_fn=die_with_parent
     )
     assert process.stdout is not None
     try:

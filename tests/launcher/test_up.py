@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import sys
+from pathlib import Path
 
 import httpx
 
@@ -72,3 +73,37 @@ async def test_up_serves_the_api_on_the_standin_and_stops_it_on_exit(tmp_path):
             raise AssertionError("the stand-in outlived the proxy")
         except httpx.TransportError:
             pass
+
+
+async def test_the_standin_dies_with_a_killed_proxy(tmp_path):
+    """SIGKILL leaves no chance to clean up: the child must still not outlive the proxy."""
+    if not hasattr(os, "pidfd_open"):
+        import pytest
+
+        pytest.skip("needs Linux pidfds")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("COMFYUI_URL", "COMFYUI_DIR")}
+    env.update(PORT=str(port), DATA_DIR=str(tmp_path / "data"), PROXY_HOST="127.0.0.1")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "proxy", "up", cwd=REPO_ROOT, env=env,
+        stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        async with asyncio.timeout(60):
+            while b"Application startup complete" not in await proc.stderr.readline():
+                pass
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        assert len(children) == 1
+        pidfd = os.pidfd_open(int(children[0]))
+    finally:
+        proc.kill()
+        await proc.wait()
+    try:
+        # A pidfd becomes readable when its process exits: wait for that, bounded.
+        exited = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().add_reader(pidfd, exited.set_result, None)
+        await asyncio.wait_for(exited, 20)
+    finally:
+        asyncio.get_running_loop().remove_reader(pidfd)
+        os.close(pidfd)
+    await asyncio.wait_for(proc.stderr.read(), 10)
