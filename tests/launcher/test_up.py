@@ -85,8 +85,14 @@ async def test_the_standin_dies_with_a_killed_proxy(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("COMFYUI_URL", "COMFYUI_DIR")}
     env.update(PORT=str(port), DATA_DIR=str(tmp_path / "data"), PROXY_HOST="127.0.0.1")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "proxy", "up", cwd=REPO_ROOT, env=env,
-        stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
+        sys.executable,
+        "-m",
+        "proxy",
+        "up",
+        cwd=REPO_ROOT,
+        env=env,
+        stderr=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.DEVNULL,
     )
     try:
         async with asyncio.timeout(60):
