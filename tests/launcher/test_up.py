@@ -6,8 +6,8 @@ import asyncio
 import os
 import signal
 import sys
-from pathlib import Path
 
+import anyio
 import httpx
 
 from proxy.launcher import free_port
@@ -98,7 +98,8 @@ async def test_the_standin_dies_with_a_killed_proxy(tmp_path):
         async with asyncio.timeout(60):
             while b"Application startup complete" not in await proc.stderr.readline():
                 pass
-        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        children_file = anyio.Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+        children = (await children_file.read_text()).split()
         assert len(children) == 1
         pidfd = os.pidfd_open(int(children[0]))
     finally:
