@@ -36,6 +36,8 @@ ENV_VARS: dict[str, str] = {
     "hf_endpoint": "HF_ENDPOINT",
     "models_dir": "MODELS_DIR",
     "max_batch_size": "MAX_BATCH_SIZE",
+    "backend_down_timeout_s": "BACKEND_DOWN_TIMEOUT_S",
+    "job_stall_timeout_s": "JOB_STALL_TIMEOUT_S",
 }
 
 
@@ -67,6 +69,10 @@ class Settings(BaseModel):
     backend_queue_depth: int = 2
     # How long a job waits for its unreachable backend before it is retried elsewhere or failed.
     backend_down_timeout_s: float = 120.0
+    # A running job from which ComfyUI sends nothing (no progress, no node change) for this
+    # long is interrupted and failed: ComfyUI hangs. Generous, because loading models or a VAE
+    # decode of a long video on a slow GPU can be quiet for minutes. 0 waits forever.
+    job_stall_timeout_s: float = 1800.0
 
     # Requests.
     max_upload_bytes: int = 100 * 1024 * 1024

@@ -12,7 +12,7 @@ import os
 import selectors
 import socket
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,9 +114,13 @@ async def proxy_server(settings: Settings) -> AsyncIterator[ProxyServer]:
 
 
 async def follow_job(
-    client: httpx.AsyncClient, job_id: str, until: set[str], timeout_s: float = 60.0
+    client: httpx.AsyncClient,
+    job_id: str,
+    until: set[str] | Callable[[dict], bool],
+    timeout_s: float = 60.0,
 ) -> tuple[dict, list[dict]]:
-    """Follow a job over its SSE stream until its native status is in `until`.
+    """Follow a job over its SSE stream until its native status is in `until` (or, given a
+    function, until it says so of the job view).
 
     Returns the final job view and every job view seen on the way (for progress checks).
     """
@@ -130,6 +134,6 @@ async def follow_job(
                     continue
                 job = json.loads(line[6:])["job"]
                 seen.append(job)
-                if job["status"] in until:
+                if until(job) if callable(until) else job["status"] in until:
                     return job, seen
     raise AssertionError("the event stream ended before the job did")

@@ -5,12 +5,15 @@ stand-in fail the ways a real ComfyUI fails. They are registered without the ``/
 
     GET    /_standin/state                 queue, history size, sockets, running node, faults
     POST   /_standin/faults                {"raise"|"node"?: {...}, "oom"?: {...}, "slow"?: {...},
-                                            "prompt_delay"?: {...}, "exit"?: {...}}: several at once
+                                            "prompt_delay"?: {...}, "exit"?: {...},
+                                            "http_error"?: {...}, "slow_route"?: {...}}
     POST   /_standin/faults/node           {"class_type", "message"?, "exception_type"?, "times"?}
     POST   /_standin/faults/oom            {"class_type"? = "KSampler", "message"?, "times"?}
     POST   /_standin/faults/slow           {"class_type", "seconds", "times"?}
     POST   /_standin/faults/prompt_delay   {"seconds"}
     POST   /_standin/faults/exit           {"after_step", "exit_code"? = 1}
+    POST   /_standin/faults/http_error     {"path", "method"? = "POST", "status"? = 500, "times"?}
+    POST   /_standin/faults/slow_route     {"path", "method"? = "GET", "seconds", "times"?}
     DELETE /_standin/faults                clear all faults
     POST   /_standin/websockets/drop       {"mode"? = "abort" | "close"} (alias: drop_websockets)
     POST   /_standin/reset                 empty queue and history, number 0, as after a restart
@@ -21,10 +24,12 @@ stand-in fail the ways a real ComfyUI fails. They are registered without the ``/
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -82,12 +87,29 @@ class NodeFault:
         return exception_class(self.exception_type)(self.message)
 
 
+# What aiohttp answers when a handler raises: the body a client meets on a ComfyUI bug.
+AIOHTTP_500_TEXT = "500 Internal Server Error\n\nServer got itself in trouble"
+
+
+@dataclass
+class HttpFault:
+    """The next request(s) to one faithful route answer an HTTP error instead (`status`), or
+    answer normally but `delay_s` later (`status` None)."""
+
+    method: str
+    path: str  # without the /api prefix
+    status: int | None
+    times: int | None
+    delay_s: float = 0.0
+
+
 class Faults:
     """The armed faults, shared by the control routes (loop) and the worker thread."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._node: list[NodeFault] = []
+        self._http: list[HttpFault] = []
         self.prompt_delay_s = 0.0
         self._exit_after_step: int | None = None
         self._exit_code = 1
@@ -106,6 +128,22 @@ class Faults:
             self._node = [f for f in self._node if f.times is None or f.times > 0]
             return hits
 
+    def add_http(self, fault: HttpFault) -> None:
+        with self._lock:
+            self._http.append(fault)
+
+    def take_http(self, method: str, path: str) -> HttpFault | None:
+        """The fault hitting this request (using up one of its ``times``), if any."""
+        path = path.removeprefix("/api") or "/"
+        with self._lock:
+            for fault in self._http:
+                if fault.method == method and fault.path == path:
+                    if fault.times is not None:
+                        fault.times -= 1
+                    self._http = [f for f in self._http if f.times is None or f.times > 0]
+                    return fault
+        return None
+
     def arm_exit(self, after_step: int, exit_code: int) -> None:
         with self._lock:
             self._exit_after_step, self._exit_code = after_step, exit_code
@@ -121,6 +159,7 @@ class Faults:
     def clear(self) -> None:
         with self._lock:
             self._node.clear()
+            self._http.clear()
             self.prompt_delay_s = 0.0
             self._exit_after_step = None
 
@@ -128,6 +167,7 @@ class Faults:
         with self._lock:
             return {
                 "node": [asdict(f) for f in self._node],
+                "http": [asdict(f) for f in self._http],
                 "prompt_delay_s": self.prompt_delay_s,
                 "exit_after_step": self._exit_after_step,
             }
@@ -215,6 +255,25 @@ def _fault_parsers(server: StandinServer) -> dict[str, Callable[[dict[str, Any]]
             raise _BadBody("'exit_code' must be an integer")
         return lambda: faults.arm_exit(after_step, exit_code)
 
+    def route(body: dict[str, Any], default_method: str) -> tuple[str, str]:
+        path = body.get("path")
+        if not isinstance(path, str) or not path.startswith("/") or path.startswith("/_standin"):
+            raise _BadBody("'path' must be a ComfyUI route such as '/prompt'")
+        return str(body.get("method", default_method)).upper(), path.removeprefix("/api") or "/"
+
+    def http_error(body: dict[str, Any]) -> _Arm:
+        method, path = route(body, "POST")
+        status = body.get("status", 500)
+        if isinstance(status, bool) or not isinstance(status, int) or not 400 <= status <= 599:
+            raise _BadBody("'status' must be an HTTP error status (400-599)")
+        fault = HttpFault(method, path, status, _times(body))
+        return lambda: faults.add_http(fault)
+
+    def slow_route(body: dict[str, Any]) -> _Arm:
+        method, path = route(body, "GET")
+        fault = HttpFault(method, path, None, _times(body), delay_s=_number(body, "seconds"))
+        return lambda: faults.add_http(fault)
+
     return {
         "node": node,
         "raise": node,
@@ -222,6 +281,8 @@ def _fault_parsers(server: StandinServer) -> dict[str, Callable[[dict[str, Any]]
         "slow": slow,
         "prompt_delay": prompt_delay,
         "exit": exit_after,
+        "http_error": http_error,
+        "slow_route": slow_route,
     }
 
 
@@ -290,6 +351,8 @@ def control_routes(server: StandinServer) -> list[tuple[str, str, Any]]:
         ("POST", "/_standin/faults/slow", one_fault("slow")),
         ("POST", "/_standin/faults/prompt_delay", one_fault("prompt_delay")),
         ("POST", "/_standin/faults/exit", one_fault("exit")),
+        ("POST", "/_standin/faults/http_error", one_fault("http_error")),
+        ("POST", "/_standin/faults/slow_route", one_fault("slow_route")),
         ("DELETE", "/_standin/faults", clear_faults),
         ("POST", "/_standin/websockets/drop", drop_websockets),
         ("POST", "/_standin/drop_websockets", drop_websockets),
@@ -297,3 +360,25 @@ def control_routes(server: StandinServer) -> list[tuple[str, str, Any]]:
         ("POST", "/_standin/step_seconds", step_seconds),
     ]
     return [(method, path, handler(fn)) for method, path, fn in routes]
+
+
+def http_fault_middleware(faults: Faults) -> Any:
+    """Applies an armed ``http_error`` or ``slow_route`` fault (control routes exempt)."""
+
+    @web.middleware
+    async def middleware(
+        request: web.Request, handler: Callable[[web.Request], Any]
+    ) -> web.StreamResponse:
+        if not request.path.startswith("/_standin/"):
+            fault = faults.take_http(request.method, request.path)
+            if fault is not None and fault.delay_s:
+                await asyncio.sleep(fault.delay_s)
+            if fault is not None and fault.status is not None:
+                if fault.status == 500:
+                    text = AIOHTTP_500_TEXT
+                else:  # aiohttp's plain error body, e.g. "404: Not Found"
+                    text = f"{fault.status}: {HTTPStatus(fault.status).phrase}"
+                return web.Response(status=fault.status, text=text)
+        return await handler(request)
+
+    return middleware

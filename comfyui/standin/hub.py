@@ -108,6 +108,6 @@ class Hub:
             if mode == "abort" and conn.request.transport is not None:
                 conn.request.transport.abort()
             else:
-                with contextlib.suppress(Exception):
+                with contextlib.suppress(OSError, RuntimeError):
                     await conn.ws.close(code=1001, message=b"stand-in dropped the connection")
         return len(connections)

@@ -22,7 +22,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from .executor import Executor
-from .faults import Faults, control_routes
+from .faults import Faults, control_routes, http_fault_middleware
 from .files import file_routes
 from .hub import Connection, Hub
 from .paths import DataDirs, write_placeholder_models
@@ -209,7 +209,7 @@ async def origin_only_middleware(
 def build_app(server: StandinServer) -> web.Application:
     app = web.Application(
         client_max_size=int(server.config.max_upload_mb * 1024 * 1024),
-        middlewares=[origin_only_middleware],
+        middlewares=[origin_only_middleware, http_fault_middleware(server.faults)],
     )
     faithful = [*core_routes(server), *file_routes(server), ("GET", "/ws", server.websocket)]
     for method, path, handler in faithful:

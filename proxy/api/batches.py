@@ -72,17 +72,20 @@ async def get_batch(batch_id: str, batches: BatchesDep) -> dict[str, Any]:
     jobs = await batches.jobs_of(batch)
     body = batch_summary(batch, jobs)
     body["items"] = [
-        {"index": index, "prompt": item.prompt, "label": item.label, "job_id": item.job_id,
-         "job": job_view(job) if job is not None else None}
+        {
+            "index": index,
+            "prompt": item.prompt,
+            "label": item.label,
+            "job_id": item.job_id,
+            "job": job_view(job) if job is not None else None,
+        }
         for index, (item, job) in enumerate(zip(batch.items, jobs, strict=True))
     ]
     return body
 
 
 @router.delete("/batches/{batch_id}", summary="Delete a batch and its jobs")
-async def delete_batch(
-    batch_id: str, batches: BatchesDep
-) -> dict[str, Any]:
+async def delete_batch(batch_id: str, batches: BatchesDep) -> dict[str, Any]:
     """Stops the batch's running jobs, then removes them, their files and the batch."""
     batch, count = await batches.delete(batch_id)
     return {"id": batch.id, "deleted": True, "jobs_deleted": count}

@@ -116,18 +116,14 @@ def scene_status(scenario: str, job: Job | None) -> dict[str, Any]:
 
 
 @router.post("/session", status_code=201, summary="Create a scene session")
-async def create_session(
-    body: CreateSession, batches: BatchesDep
-) -> dict[str, Any]:
+async def create_session(body: CreateSession, batches: BatchesDep) -> dict[str, Any]:
     """Stores named scene descriptions (in order) and the parameters every scene uses."""
     session = await batches.create_session(body.scene_list(), body.shared())
     return session_body(session)
 
 
 @router.get("/session/{session_id}", summary="A scene session and its videos")
-async def get_session(
-    session_id: str, batches: BatchesDep
-) -> dict[str, Any]:
+async def get_session(session_id: str, batches: BatchesDep) -> dict[str, Any]:
     """The scenes, and `scene_videos` once the last generation has finished."""
     return session_body(await batches.get_session(session_id))
 
@@ -146,9 +142,7 @@ async def generate_scenes(
 
 
 @router.get("/videos/status/{job_id}", summary="Status of every scene of a generation")
-async def scenes_status(
-    job_id: str, batches: BatchesDep
-) -> dict[str, Any]:
+async def scenes_status(job_id: str, batches: BatchesDep) -> dict[str, Any]:
     """overall_status generating, completed, failed or partial; one entry per scene."""
     batch = await batches.get(job_id)
     jobs = await batches.jobs_of(batch)
@@ -164,19 +158,20 @@ async def scenes_status(
             for i, (item, job) in enumerate(zip(batch.items, jobs, strict=True))
         ],
         "final_video_url": f"/api/videos/final/{batch.id}"
-        if overall in ("completed", "partial") else None,
+        if overall in ("completed", "partial")
+        else None,
     }
 
 
 @router.post(
     "/videos/regenerate-scene",
     summary="Regenerate one scene",
-    responses={202: {"description": "Still generating when `timeout_s` ran out, or wait=false"},
-               502: {"description": "The new video failed"}},
+    responses={
+        202: {"description": "Still generating when `timeout_s` ran out, or wait=false"},
+        502: {"description": "The new video failed"},
+    },
 )
-async def regenerate_scene(
-    body: RegenerateScene, request: Request, batches: BatchesDep
-) -> Any:
+async def regenerate_scene(body: RegenerateScene, request: Request, batches: BatchesDep) -> Any:
     """A new video for one scene from its description, in the scene's place. Waits for it
     (up to `timeout_s`) unless `wait` is false; a 202 then carries the job id to follow."""
     batch, job = await batches.regenerate_scene(
@@ -203,10 +198,15 @@ async def regenerate_scene(
     if job.status is not JobStatus.COMPLETED:
         error = job.error or job.message or "the job did not complete"
         return JSONResponse(
-            {"success": False, "error": f"Video regeneration failed for {body.scenario}: {error}",
-             "message": f"Video regeneration failed for {body.scenario}: {error}",
-             "scenario": body.scenario, "job_id": batch.id, "scene_job_id": job.id,
-             "video_url": None},
+            {
+                "success": False,
+                "error": f"Video regeneration failed for {body.scenario}: {error}",
+                "message": f"Video regeneration failed for {body.scenario}: {error}",
+                "scenario": body.scenario,
+                "job_id": batch.id,
+                "scene_job_id": job.id,
+                "video_url": None,
+            },
             status_code=502,
         )
     return {
@@ -219,8 +219,11 @@ async def regenerate_scene(
     }
 
 
-@router.get("/videos/final/{job_id}", summary="The finished scenes joined into one video",
-            response_class=FileResponse)
+@router.get(
+    "/videos/final/{job_id}",
+    summary="The finished scenes joined into one video",
+    response_class=FileResponse,
+)
 async def final_video(job_id: str, batches: BatchesDep) -> FileResponse:
     """Every completed scene in scene order, as one MP4 (HTTP Range supported). Built once per
     set of finished scenes; 409 while a scene is still generating."""

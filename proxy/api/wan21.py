@@ -35,8 +35,8 @@ from starlette.requests import ClientDisconnect
 
 from proxy import __version__
 from proxy.api.deps import client_key, file_response
-from proxy.errors import InvalidInput, NotFound, ProxyError, TooManyJobs
-from proxy.jobs.models import ACTIVE, Job, JobStatus
+from proxy.errors import InvalidInput, NotFound, ProxyError
+from proxy.jobs.models import Job, JobStatus
 from proxy.media.probe import content_type_of
 from proxy.media.uploads import MediaKind, discard, receive_form
 from proxy.services import Services, get_services
@@ -226,13 +226,7 @@ def _require_backend(services: Services) -> None:
 async def _require_capacity(services: Services, key: str) -> None:
     """Refuse before an upload is read when the client is already at its limit (the job
     service checks again when it creates the job)."""
-    limit = services.settings.max_active_jobs_per_client
-    active = await services.jobs.store.count(statuses=ACTIVE, client_key=key)
-    if active >= limit:
-        raise TooManyJobs(
-            f"Too many concurrent requests: {active} of your jobs are still running "
-            f"(limit {limit}). Please try again when one finishes."
-        )
+    await services.jobs.check_capacity(key, services.settings.max_active_jobs_per_client)
 
 
 def iso_z(value: datetime) -> str:
@@ -318,7 +312,11 @@ async def _create_with_upload(
         params = _parse_form(model, form.fields)
         values, note = build(params, upload)
         job = await services.jobs.create(
-            workflow, values, inputs=form.files, surface="wan21", client_key=key,
+            workflow,
+            values,
+            inputs=form.files,
+            surface="wan21",
+            client_key=key,
             max_active=settings.max_active_jobs_per_client,
             request={**params.model_dump(), file_field: upload.get("original_name")},
         )
@@ -335,8 +333,12 @@ async def _create_with_upload(
 async def health(services: ServicesDep) -> dict[str, Any]:
     """The server is running (`backends_up` says how many ComfyUI backends are reachable)."""
     up = sum(1 for b in services.pool.backends if b.socket.connected)
-    return {"status": "healthy", "service": "wan2-video-server", "version": __version__,
-            "backends_up": up}
+    return {
+        "status": "healthy",
+        "service": "wan2-video-server",
+        "version": __version__,
+        "backends_up": up,
+    }
 
 
 @router.get("/api/v1/model/info", summary="Model information")
@@ -373,8 +375,12 @@ async def text_to_video(
     values = body.workflow_values()
     values.update(width=body.width, height=body.height, length=frames_4k1(body.num_frames))
     job = await services.jobs.create(
-        T2V, values, surface="wan21", client_key=client_key(request),
-        max_active=services.settings.max_active_jobs_per_client, request=body.model_dump(),
+        T2V,
+        values,
+        surface="wan21",
+        client_key=client_key(request),
+        max_active=services.settings.max_active_jobs_per_client,
+        request=body.model_dump(),
     )
     return _started(job, _frames_note(body.num_frames, values["length"]))
 
@@ -407,13 +413,16 @@ def _v2v_values(params: VideoToVideo, upload: dict[str, Any]) -> tuple[dict[str,
     summary="Generate a video from an image",
     openapi_extra=_form_schema(ImageToVideo, "image", "Input image file (JPEG, PNG, WebP)"),
 )
-async def image_to_video(
-    request: Request, services: ServicesDep
-) -> dict[str, Any]:
+async def image_to_video(request: Request, services: ServicesDep) -> dict[str, Any]:
     """Multipart: `image` (file) and the seed's fields. The image is the first frame."""
     return await _create_with_upload(
-        request, services, workflow=I2V, file_field="image", kind="image",
-        model=ImageToVideo, build=_i2v_values,
+        request,
+        services,
+        workflow=I2V,
+        file_field="image",
+        kind="image",
+        model=ImageToVideo,
+        build=_i2v_values,
     )
 
 
@@ -422,14 +431,17 @@ async def image_to_video(
     summary="Transform a video",
     openapi_extra=_form_schema(VideoToVideo, "video", "Input video file (MP4, MOV, WebM, AVI)"),
 )
-async def video_to_video(
-    request: Request, services: ServicesDep
-) -> dict[str, Any]:
+async def video_to_video(request: Request, services: ServicesDep) -> dict[str, Any]:
     """Multipart: `video` (file) and the seed's fields; `strength` 0..1 is how much changes.
     The output keeps the source's frames (at most 121, rounded down to 4k+1)."""
     return await _create_with_upload(
-        request, services, workflow=V2V, file_field="video", kind="video",
-        model=VideoToVideo, build=_v2v_values,
+        request,
+        services,
+        workflow=V2V,
+        file_field="video",
+        kind="video",
+        model=VideoToVideo,
+        build=_v2v_values,
     )
 
 
@@ -451,16 +463,18 @@ async def list_models(services: ServicesDep) -> dict[str, Any]:
     for name in services.registry.names():
         spec = services.registry.get(name).spec
         state = readiness.get(name) or {}
-        models.append({
-            "id": name,
-            "name": spec.title,
-            "provider": "comfyui",
-            "cache_dir": cache_dir,
-            "downloaded": bool(state.get("ready")),
-            "missing": list(state.get("missing") or []),
-            "kind": spec.kind,
-            "aliases": spec.aliases,
-        })
+        models.append(
+            {
+                "id": name,
+                "name": spec.title,
+                "provider": "comfyui",
+                "cache_dir": cache_dir,
+                "downloaded": bool(state.get("ready")),
+                "missing": list(state.get("missing") or []),
+                "kind": spec.kind,
+                "aliases": spec.aliases,
+            }
+        )
     return {"models": models}
 
 
@@ -473,9 +487,7 @@ class DownloadBody(BaseModel):
 
 
 @router.post("/api/v1/models/download", summary="Download a model")
-async def download_model(
-    body: DownloadBody, services: ServicesDep
-) -> dict[str, Any]:
+async def download_model(body: DownloadBody, services: ServicesDep) -> dict[str, Any]:
     """Start downloading the files a workflow needs (or one model file) into ComfyUI's
     models folder."""
     downloads = services.extras.get("downloads")
@@ -497,8 +509,11 @@ async def download_model(
         )
     records = [await downloads.start_download(file_id) for file_id in file_ids]
     items = [
-        {"id": r.id, "model_id": getattr(r, "model_id", file_id),
-         "status": getattr(r.status, "value", r.status)}
+        {
+            "id": r.id,
+            "model_id": getattr(r, "model_id", file_id),
+            "status": getattr(r.status, "value", r.status),
+        }
         for r, file_id in zip(records, file_ids, strict=True)
     ]
     done = all(item["status"] == "completed" for item in items)
@@ -522,6 +537,9 @@ async def output_file(filename: str, services: ServicesDep) -> FileResponse:
 
 # Players probe with HEAD before they stream; same answer without the body.
 router.add_api_route(
-    "/outputs/{filename}", output_file, methods=["HEAD"], include_in_schema=False,
+    "/outputs/{filename}",
+    output_file,
+    methods=["HEAD"],
+    include_in_schema=False,
     response_class=FileResponse,
 )

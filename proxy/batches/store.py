@@ -223,7 +223,8 @@ class BatchStore:
         """Set fields if the row is still at `session.version`; None when another writer won."""
         values = {
             key: [v.model_dump(mode="json") for v in value]
-            if key in ("scenes", "scene_videos") else value
+            if key in ("scenes", "scene_videos")
+            else value
             for key, value in fields.items()
         }
         values.update(version=session.version + 1, updated_at=utcnow())

@@ -116,7 +116,7 @@ class BackendSocket:
     async def close(self) -> None:
         self.state = SocketState.CLOSED
         if self._ws is not None:
-            with suppress(Exception):
+            with suppress(OSError, ConnectionClosed):
                 await self._ws.close()
         if self._task is not None:
             self._task.cancel()
@@ -165,6 +165,12 @@ class BackendSocket:
             except asyncio.CancelledError:
                 raise
             except (OSError, ConnectionClosed, InvalidHandshake, InvalidURI, TimeoutError) as exc:
+                self.last_error = f"{type(exc).__name__}: {exc}"
+            except Exception as exc:
+                # A defect in handling one message must not end the reader while the backend
+                # still looks connected: log it, drop this connection and reconnect (the
+                # subscribers resync, so nothing is missed).
+                log.exception("websocket %s: unexpected error; reconnecting", self.url)
                 self.last_error = f"{type(exc).__name__}: {exc}"
             finally:
                 self._ws = None

@@ -10,7 +10,7 @@ from contextlib import suppress
 from pathlib import Path
 
 from proxy.comfy import SocketState
-from proxy.errors import ComfyError
+from proxy.errors import ComfyError, ComfyUnavailable
 from proxy.jobs.backends import Backend, BackendPool
 from proxy.jobs.models import ACTIVE, Job, JobStatus
 from proxy.jobs.store import JobStore, utcnow
@@ -23,6 +23,9 @@ from proxy.workflows import WorkflowRegistry
 log = logging.getLogger("proxy.dispatcher")
 
 BACKEND_COOLDOWN_S = 2.0
+# Pause before following a job again when its backend failed a request but its websocket is
+# still up (an HTTP timeout): retry steadily, not in a tight loop.
+RETRY_PAUSE_S = 1.0
 
 
 def choose_backend(free: list[Backend], job: Job) -> Backend:
@@ -126,13 +129,15 @@ class Dispatcher:
             if claimed is not None:
                 self._spawn(backend, claimed)
 
-    def _spawn(self, backend: Backend, job: Job) -> None:
+    def _spawn(self, backend: Backend, job: Job, *, down_since: float | None = None) -> None:
         backend.inflight.add(job.id)
         backend.last_workflow = job.workflow
-        task = asyncio.create_task(self._run(backend, job), name=f"job:{job.id}")
+        task = asyncio.create_task(self._run(backend, job, down_since), name=f"job:{job.id}")
         self._runners[job.id] = (task, backend)
 
-    async def _run(self, backend: Backend, job: Job) -> None:
+    async def _run(self, backend: Backend, job: Job, down_since: float | None = None) -> None:
+        """Follow one job to its end. `down_since`: when its backend became unusable, carried
+        over re-attaches until the tracker hears from ComfyUI again."""
         tracker = JobTracker(
             writer=self.writer,
             registry=self.registry,
@@ -140,6 +145,7 @@ class Dispatcher:
             uploads_dir=self.uploads_dir,
             backend=backend,
             job=job,
+            stall_timeout_s=self.settings.job_stall_timeout_s,
         )
         try:
             await tracker.run()
@@ -157,29 +163,59 @@ class Dispatcher:
             )
         except Lost as exc:
             await self._lost(backend, tracker.job, str(exc))
-        except ComfyError as exc:
-            # The backend went away mid-job. Wait for it (bounded); once it is back, follow
-            # again (the resync tells whether it still has the job); else treat it as lost.
+        except ComfyUnavailable as exc:
+            # The backend went away mid-job, or stopped answering. Wait for it, within
+            # backend_down_timeout_s counted from the first failure (however many re-attaches
+            # fail meanwhile); once it is back, follow again (the resync tells whether it
+            # still has the job); else treat the job as lost.
             backend.last_error = exc.message
             if self._closing:
                 return
             await self.writer.update(
                 job.id, expect=ACTIVE, message=f"{exc.message}; waiting for it"
             )
-            if await backend.socket.wait_connected(self.settings.backend_down_timeout_s):
+            loop = asyncio.get_running_loop()
+            if down_since is None or tracker.heard_from_backend:
+                down_since = loop.time()
+            limit = self.settings.backend_down_timeout_s
+            remaining = limit - (loop.time() - down_since)
+            if backend.socket.connected and remaining > 0:
+                await asyncio.sleep(min(RETRY_PAUSE_S, remaining))
+                remaining = limit - (loop.time() - down_since)
+            if remaining > 0 and await backend.socket.wait_connected(remaining):
                 current = await self.store.get(job.id)
                 if current is not None and current.status in ACTIVE and not self._closing:
                     self._runners.pop(job.id, None)
                     backend.inflight.discard(job.id)
-                    self._spawn(backend, current)
+                    self._spawn(backend, current, down_since=down_since)
                 return
             current = await self.store.get(job.id)
             if current is not None and current.status in ACTIVE:
+                await tracker.withdraw()  # should it come back, it must not run the job too
                 await self._lost(
-                    backend, current, f"ComfyUI at {backend.name} is down ({exc.message})"
+                    backend,
+                    current,
+                    f"ComfyUI at {backend.name} has not been usable for {limit:g} s "
+                    f"({exc.message})",
                 )
+        except ComfyError as exc:
+            # The backend answered, but not as ComfyUI should (an HTTP 500, a refused upload,
+            # a body we cannot read): asking again would loop. Fail the job with the answer.
+            backend.last_error = exc.message
+            await tracker.withdraw()
+            await self._fail(
+                tracker.job, f"ComfyUI at {backend.name} answered unexpectedly: {exc.message}"
+            )
         except asyncio.CancelledError:
             raise
+        except Exception as exc:
+            # A defect or a broken data dir must not leave the job active with nobody
+            # following it: say so on the job, and keep the traceback in the log.
+            log.exception("job %s: internal error while following it", job.id)
+            await tracker.withdraw()
+            await self._fail(
+                tracker.job, f"Internal error in the proxy: {type(exc).__name__}: {exc}"
+            )
         finally:
             if self._runners.get(job.id, (None, None))[0] is asyncio.current_task():
                 self._runners.pop(job.id, None)
@@ -206,6 +242,9 @@ class Dispatcher:
                 message=f"{reason}; retrying on another backend",
             )
             return
+        await self._fail(job, reason)
+
+    async def _fail(self, job: Job, reason: str) -> None:
         now = utcnow()
         await self.writer.update(
             job.id,
@@ -214,6 +253,8 @@ class Dispatcher:
             error=reason,
             message=reason,
             finished_at=now,
+            eta_s=None,
+            attempts=job.attempts_with_last(status=JobStatus.FAILED, finished_at=now, error=reason),
         )
 
     async def cancel(self, job_id: str) -> None:

@@ -89,6 +89,13 @@ class Job(BaseModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
 
+    def attempts_with_last(self, **update: Any) -> list[Attempt]:
+        """The attempts, with the current (last) one updated; unchanged when there is none."""
+        attempts = list(self.attempts)
+        if attempts:
+            attempts[-1] = attempts[-1].model_copy(update=update)
+        return attempts
+
     @property
     def video(self) -> OutputRecord | None:
         for output in self.outputs:

@@ -101,15 +101,38 @@ class ProgressTracker:
             self._started = time.monotonic()
         self.stage = "starting"
 
+    def resumed(self, stage: str | None, step: int | None, steps: int | None) -> None:
+        """Following again a run already under way (after a restart): keep what was shown;
+        the ETA is measured from here."""
+        self._started = time.monotonic()
+        self._base_percent = self.percent
+        self.stage = stage or "running"
+        self.step, self.steps = step, steps
+
     def cached(self, node_ids: list[str]) -> None:
         self._done.update(str(n) for n in node_ids)
         self._recompute()
         self._base_percent = self.percent
         self.eta_s = None
 
+    def _ancestors(self, node_id: str) -> set[str]:
+        """Every node `node_id` depends on (links are `[source_id, slot]` inputs)."""
+        seen: set[str] = set()
+        todo = [node_id]
+        while todo:
+            node = self.graph.get(todo.pop(), {})
+            for value in (node.get("inputs") or {}).values():
+                if isinstance(value, list) and len(value) == 2 and str(value[0]) not in seen:
+                    seen.add(str(value[0]))
+                    todo.append(str(value[0]))
+        return seen
+
     def executing(self, node_id: str) -> None:
         if self._current and self._current != node_id:
             self._done.add(self._current)
+        # ComfyUI runs a node only after its inputs: they are done, even when their events
+        # were not seen (a re-attach after a restart).
+        self._done.update(self._ancestors(node_id))
         self._current = node_id
         self._fraction = 0.0
         self.stage = self._stage_of(node_id)

@@ -3,9 +3,11 @@ through this one service, so they all create and read the same jobs."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import anyio
@@ -42,6 +44,18 @@ class JobService:
         self.registry = registry
         self.dispatcher = dispatcher
         self.outputs = outputs
+        # Count-then-insert under one lock, so concurrent requests of one client cannot all
+        # pass its limit together (one proxy process per database; see the README).
+        self._admission = asyncio.Lock()
+
+    async def check_capacity(self, client_key: str, max_active: int) -> None:
+        """TooManyJobs when the client already has `max_active` queued or running jobs."""
+        active = await self.store.count(statuses=ACTIVE, client_key=client_key)
+        if active >= max_active:
+            raise TooManyJobs(
+                f"Too many concurrent requests: {active} of your jobs are still running "
+                f"(limit {max_active}). Please try again when one finishes."
+            )
 
     async def create(
         self,
@@ -64,13 +78,6 @@ class JobService:
         flow = self.registry.get(workflow)
         files = {name: info["upload_name"] for name, info in (inputs or {}).items()}
         params = flow.resolve(values, files)
-        if max_active is not None and client_key is not None:
-            active = await self.store.count(statuses=ACTIVE, client_key=client_key)
-            if active >= max_active:
-                raise TooManyJobs(
-                    f"Too many concurrent requests: {active} of your jobs are still running "
-                    f"(limit {max_active}). Please try again when one finishes."
-                )
         now = utcnow()
         status = JobStatus.QUEUED if start else JobStatus.PENDING
         job = Job(
@@ -90,7 +97,10 @@ class JobService:
             created_at=now,
             updated_at=now,
         )
-        await self.writer.create(job)
+        async with self._admission if max_active is not None else nullcontext():
+            if max_active is not None and client_key is not None:
+                await self.check_capacity(client_key, max_active)
+            await self.writer.create(job)
         if start:
             self.dispatcher.wake()
         return job
@@ -158,11 +168,7 @@ class JobService:
         if job.status.finished:
             return job
         now = utcnow()
-        attempts = list(job.attempts)
-        if attempts:
-            attempts[-1] = attempts[-1].model_copy(
-                update={"status": JobStatus.CANCELLED, "finished_at": now, "error": None}
-            )
+        attempts = job.attempts_with_last(status=JobStatus.CANCELLED, finished_at=now, error=None)
         stopped = await self.writer.update(
             job_id,
             expect=(JobStatus.PENDING, *ACTIVE),
@@ -175,7 +181,10 @@ class JobService:
         if stopped is None:
             return await self.get(job_id)
         await self.dispatcher.cancel(job_id)
-        await self._withdraw(job)
+        # `stopped` is the row as the update left it: it names the prompt even when the
+        # dispatcher submitted it after `job` was read (the tracker records the prompt id
+        # before it posts, and posts only while the job is still active).
+        await self._withdraw(stopped)
         return stopped
 
     async def _withdraw(self, job: Job) -> None:

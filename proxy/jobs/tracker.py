@@ -58,6 +58,7 @@ class JobTracker:
         backend: Backend,
         job: Job,
         idle_resync_s: float = 30.0,
+        stall_timeout_s: float = 0.0,
     ) -> None:
         self.writer = writer
         self.registry = registry
@@ -65,7 +66,16 @@ class JobTracker:
         self.uploads_dir = uploads_dir
         self.backend = backend
         self.job = job
-        self.idle_resync_s = idle_resync_s
+        # Running with no event at all for this long: ComfyUI hangs; the job is interrupted
+        # and failed (0 = wait forever). Waiting in ComfyUI's queue does not count.
+        self.stall_timeout_s = stall_timeout_s
+        self.idle_resync_s = (
+            min(idle_resync_s, stall_timeout_s / 2) if stall_timeout_s > 0 else idle_resync_s
+        )
+        self._last_event = time.monotonic()
+        # Set once ComfyUI has answered a resync or sent an event for this prompt: the
+        # dispatcher's wait for an unusable backend starts again from zero after that.
+        self.heard_from_backend = False
         self.prompt_id = job.prompt_id
         self.graph: dict[str, Any] = {}
         self.progress: ProgressTracker | None = None
@@ -80,7 +90,11 @@ class JobTracker:
         if submit:
             self.prompt_id = str(uuid.uuid4())
         self.graph = await self._build_graph(upload=submit)
-        self.progress = ProgressTracker(self.graph)
+        # Re-attached (after a restart or a reconnect): carry on from the stored progress, so
+        # it never goes backwards.
+        self.progress = ProgressTracker(self.graph, percent=0.0 if submit else self.job.progress)
+        if not submit and self.job.status is JobStatus.RUNNING:
+            self.progress.resumed(self.job.stage, self.job.step, self.job.steps)
         events = self.backend.socket.subscribe(self.prompt_id)
         try:
             if submit:
@@ -110,37 +124,45 @@ class JobTracker:
 
     async def _submit(self) -> None:
         assert self.prompt_id is not None
+        # Record the prompt id before posting, and post only while the job is still active:
+        # a stop that lands meanwhile then knows which prompt to withdraw from ComfyUI.
+        job = await self.writer.update(
+            self.job.id,
+            expect=ACTIVE,
+            prompt_id=self.prompt_id,
+            backend=self.backend.name,
+            attempts=self.job.attempts_with_last(
+                backend=self.backend.name, prompt_id=self.prompt_id
+            ),
+        )
+        if job is None:  # stopped before we posted: nothing reached ComfyUI
+            raise _Done()
+        self.job = job
         try:
-            accepted = await self.backend.client.submit(
+            await self.backend.client.submit(
                 self.graph, client_id=self.backend.socket.client_id, prompt_id=self.prompt_id
             )
         except ComfyUnavailable as exc:
+            # A timeout may hide a prompt that did arrive: take it back so it cannot run twice.
+            await self.withdraw()
             raise Released(str(exc)) from exc
         except PromptRejected as exc:
             failed = Outcome(JobStatus.FAILED, {"error": exc.message, "message": exc.message})
             await self._finish(failed, check_prompt=False)
             raise _Done() from None
-        attempts = list(self.job.attempts)
-        if attempts:
-            attempts[-1] = attempts[-1].model_copy(
-                update={"backend": self.backend.name, "prompt_id": accepted.prompt_id}
-            )
         job = await self.writer.update(
-            self.job.id,
-            expect=ACTIVE,
-            prompt_id=accepted.prompt_id,
-            backend=self.backend.name,
-            attempts=attempts,
-            message=f"Queued in ComfyUI ({self.backend.name})",
+            self.job.id, expect=ACTIVE, message=f"Queued in ComfyUI ({self.backend.name})"
         )
         if job is None:  # stopped while we were submitting
-            await self._withdraw()
+            await self.withdraw()
             raise _Done()
         self.job = job
 
-    async def _withdraw(self) -> None:
-        """Take our prompt back out of ComfyUI (pending: delete; running: interrupt)."""
-        assert self.prompt_id is not None
+    async def withdraw(self) -> None:
+        """Take our prompt back out of ComfyUI (pending: delete; running: interrupt).
+        Best effort: a backend that cannot be reached is logged, not raised."""
+        if self.prompt_id is None:
+            return
         try:
             await self.backend.client.delete_queued([self.prompt_id])
             await self.backend.client.interrupt(self.prompt_id)
@@ -157,10 +179,29 @@ class JobTracker:
                 event = await asyncio.wait_for(events.get(), self.idle_resync_s)
             except TimeoutError:
                 # Nothing heard for a while: a half-open socket looks exactly like this.
-                await self._resync(events)
+                if await self._resync(events) == "running":
+                    await self._check_stall()
+                else:
+                    self._last_event = time.monotonic()
                 continue
+            self._last_event = time.monotonic()
+            if event.type not in (DISCONNECTED, RECONNECTED):
+                self.heard_from_backend = True
             if await self._handle(event, events):
                 return
+
+    async def _check_stall(self) -> None:
+        silent = time.monotonic() - self._last_event
+        if self.stall_timeout_s <= 0 or silent < self.stall_timeout_s:
+            return
+        text = (
+            f"ComfyUI at {self.backend.name} reported nothing for {silent:.0f} s while running "
+            "this job (JOB_STALL_TIMEOUT_S); it was interrupted. Check the ComfyUI console."
+        )
+        log.warning("job %s prompt=%s: %s", self.job.id, self.prompt_id, text)
+        await self.withdraw()
+        await self._finish(Outcome(JobStatus.FAILED, {"error": text, "message": text}))
+        raise _Done()
 
     async def _handle(self, event: ComfyEvent, events: asyncio.Queue[ComfyEvent]) -> bool:
         """Apply one event; True when the job is finished."""
@@ -204,16 +245,20 @@ class JobTracker:
             )
         return False
 
-    async def _resync(self, events: asyncio.Queue[ComfyEvent]) -> None:
-        """Find out where the prompt is after events may have been missed."""
+    async def _resync(self, events: asyncio.Queue[ComfyEvent]) -> str:
+        """Find out where the prompt is after events may have been missed: "running",
+        "pending", or "finished" (its end is then queued as an event)."""
         assert self.prompt_id is not None
         queue = await self.backend.client.queue()
+        self.heard_from_backend = True
         if self.prompt_id in queue.running:
             if self.job.status is not JobStatus.RUNNING:
+                assert self.progress is not None
+                self.progress.started()
                 await self._set_running()
-            return
+            return "running"
         if self.prompt_id in queue.pending:
-            return
+            return "pending"
         entry = await self.backend.client.history(self.prompt_id)
         if entry is None:
             raise Lost(
@@ -223,6 +268,7 @@ class JobTracker:
         events.put_nowait(
             ComfyEvent(type="executing", data={"node": None, "prompt_id": self.prompt_id})
         )
+        return "finished"
 
     async def _set_running(self) -> None:
         self.backend.current_job = self.job.id
@@ -309,15 +355,9 @@ class JobTracker:
 
     async def _finish(self, outcome: Outcome, *, check_prompt: bool = True) -> Job | None:
         now = utcnow()
-        attempts = list(self.job.attempts)
-        if attempts:
-            attempts[-1] = attempts[-1].model_copy(
-                update={
-                    "status": outcome.status,
-                    "finished_at": now,
-                    "error": outcome.fields.get("error"),
-                }
-            )
+        attempts = self.job.attempts_with_last(
+            status=outcome.status, finished_at=now, error=outcome.fields.get("error")
+        )
         job = await self.writer.update(
             self.job.id,
             expect=ACTIVE,

@@ -61,8 +61,11 @@ def part_info(path: Path) -> PartInfo:
         ctx = stream.codec_context
         rate = stream.average_rate or stream.guessed_rate or Fraction(24)
         return PartInfo(
-            width=ctx.width, height=ctx.height, rate=Fraction(rate),
-            time_base=Fraction(stream.time_base), codec=ctx.name,
+            width=ctx.width,
+            height=ctx.height,
+            rate=Fraction(rate),
+            time_base=Fraction(stream.time_base),
+            codec=ctx.name,
             extradata=bytes(ctx.extradata) if ctx.extradata else None,
         )
 

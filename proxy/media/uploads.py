@@ -182,7 +182,11 @@ class _FileWriter:
     """One file part on its way to disk: size limit, type check, decode check, final name."""
 
     def __init__(
-        self, field_name: str, kind: MediaKind, original: str | None, directory: Path,
+        self,
+        field_name: str,
+        kind: MediaKind,
+        original: str | None,
+        directory: Path,
         max_bytes: int,
     ) -> None:
         self.field = field_name
@@ -208,7 +212,8 @@ class _FileWriter:
             raise PayloadTooLarge(
                 f"{self.field}: the file is larger than the upload limit of "
                 f"{human_bytes(self.max_bytes)} ({self.max_bytes} bytes)",
-                field=self.field, max_upload_bytes=self.max_bytes,
+                field=self.field,
+                max_upload_bytes=self.max_bytes,
             )
         if self.media is None:
             self.head = (self.head + data)[:SNIFF_BYTES]
@@ -308,7 +313,10 @@ class _FormReader:
     events; `feed` then applies them with the awaits that disk writes need."""
 
     def __init__(
-        self, boundary: bytes, expect: Mapping[str, MediaKind], uploads_dir: Path,
+        self,
+        boundary: bytes,
+        expect: Mapping[str, MediaKind],
+        uploads_dir: Path,
         max_upload_bytes: int,
     ) -> None:
         self.expect = expect
@@ -400,7 +408,10 @@ class _FormReader:
         if any(w.field == part.name for w in self.writers):
             raise InvalidInput(part.name, "sent more than once")
         writer = _FileWriter(
-            part.name, self.expect[part.name], part.filename, self.uploads_dir,
+            part.name,
+            self.expect[part.name],
+            part.filename,
+            self.uploads_dir,
             self.max_upload_bytes,
         )
         self.writers.append(writer)

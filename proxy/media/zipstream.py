@@ -64,17 +64,31 @@ class _Planned:
 def _dos_datetime(mtime: float) -> tuple[int, int]:
     t = time.localtime(mtime)
     year = max(t.tm_year, 1980)
-    return (t.tm_hour << 11) | (t.tm_min << 5) | (t.tm_sec // 2), \
-        ((year - 1980) << 9) | (t.tm_mon << 5) | t.tm_mday
+    dos_time = (t.tm_hour << 11) | (t.tm_min << 5) | (t.tm_sec // 2)
+    dos_date = ((year - 1980) << 9) | (t.tm_mon << 5) | t.tm_mday
+    return dos_time, dos_date
 
 
 def _local_header(entry: _Planned) -> bytes:
     extra = struct.pack("<HHQQ", 1, 16, 0, 0) if entry.zip64 else b""
     marker = ZIP64_LIMIT if entry.zip64 else 0
-    return _LOCAL.pack(
-        0x04034B50, 45 if entry.zip64 else 20, _FLAGS, 0, entry.dos_time, entry.dos_date,
-        0, marker, marker, len(entry.name), len(extra),
-    ) + entry.name + extra
+    return (
+        _LOCAL.pack(
+            0x04034B50,
+            45 if entry.zip64 else 20,
+            _FLAGS,
+            0,
+            entry.dos_time,
+            entry.dos_date,
+            0,
+            marker,
+            marker,
+            len(entry.name),
+            len(extra),
+        )
+        + entry.name
+        + extra
+    )
 
 
 def _descriptor(entry: _Planned, crc: int) -> bytes:
@@ -95,11 +109,29 @@ def _central_header(entry: _Planned, crc: int, limit: int) -> bytes:
         offset_field = ZIP64_LIMIT
     extra = struct.pack(f"<HH{len(fields)}Q", 1, 8 * len(fields), *fields) if fields else b""
     version = 45 if fields else 20
-    return _CENTRAL.pack(
-        0x02014B50, _MADE_BY_UNIX | version, version, _FLAGS, 0, entry.dos_time, entry.dos_date,
-        crc, size_field, size_field, len(entry.name), len(extra), 0, 0, 0, _FILE_MODE,
-        offset_field,
-    ) + entry.name + extra
+    return (
+        _CENTRAL.pack(
+            0x02014B50,
+            _MADE_BY_UNIX | version,
+            version,
+            _FLAGS,
+            0,
+            entry.dos_time,
+            entry.dos_date,
+            crc,
+            size_field,
+            size_field,
+            len(entry.name),
+            len(extra),
+            0,
+            0,
+            0,
+            _FILE_MODE,
+            offset_field,
+        )
+        + entry.name
+        + extra
+    )
 
 
 def _central_size(entry: _Planned, limit: int) -> int:
@@ -112,12 +144,28 @@ def _end_records(count: int, cd_offset: int, cd_size: int, limit: int) -> bytes:
     out = b""
     if end64:
         end64_offset = cd_offset + cd_size
-        out += _END64.pack(0x06064B50, _END64.size - 12, _MADE_BY_UNIX | 45, 45, 0, 0,
-                           count, count, cd_size, cd_offset)
+        out += _END64.pack(
+            0x06064B50,
+            _END64.size - 12,
+            _MADE_BY_UNIX | 45,
+            45,
+            0,
+            0,
+            count,
+            count,
+            cd_size,
+            cd_offset,
+        )
         out += _LOCATOR64.pack(0x07064B50, 0, end64_offset, 1)
     out += _END.pack(
-        0x06054B50, 0, 0, min(count, MAX_ENTRIES), min(count, MAX_ENTRIES),
-        min(cd_size, ZIP64_LIMIT), min(cd_offset, ZIP64_LIMIT) if not end64 else ZIP64_LIMIT, 0,
+        0x06054B50,
+        0,
+        0,
+        min(count, MAX_ENTRIES),
+        min(count, MAX_ENTRIES),
+        min(cd_size, ZIP64_LIMIT),
+        min(cd_offset, ZIP64_LIMIT) if not end64 else ZIP64_LIMIT,
+        0,
     )
     return out
 
@@ -183,12 +231,20 @@ def _plan_sync(entries: Sequence[ZipEntry], chunk_bytes: int, limit: int) -> Zip
         stat = entry.path.stat()
         dos_time, dos_date = _dos_datetime(stat.st_mtime)
         item = _Planned(
-            name=entry.name.encode(), path=entry.path, size=stat.st_size, dos_time=dos_time,
-            dos_date=dos_date, offset=offset, zip64=stat.st_size >= limit,
+            name=entry.name.encode(),
+            path=entry.path,
+            size=stat.st_size,
+            dos_time=dos_time,
+            dos_date=dos_date,
+            offset=offset,
+            zip64=stat.st_size >= limit,
         )
         planned.append(item)
         offset += (
-            _LOCAL.size + len(item.name) + (20 if item.zip64 else 0) + item.size
+            _LOCAL.size
+            + len(item.name)
+            + (20 if item.zip64 else 0)
+            + item.size
             + (_DESCRIPTOR64.size if item.zip64 else _DESCRIPTOR.size)
         )
     cd_size = sum(_central_size(item, limit) for item in planned)

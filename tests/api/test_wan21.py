@@ -151,8 +151,9 @@ async def test_no_backend_is_503(tmp_path: Path) -> None:
         assert_error(await api.client.get("/api/v1/model/info"), 503, "Model not loaded")
         r = await api.client.post("/api/v1/generate/text-to-video", json={"prompt": "x"})
         assert_error(r, 503, "no ComfyUI backend")
-        r = await api.client.post("/api/v1/generate/image-to-video",
-                                  files={"image": ("a.png", png_bytes(), "image/png")})
+        r = await api.client.post(
+            "/api/v1/generate/image-to-video", files={"image": ("a.png", png_bytes(), "image/png")}
+        )
         assert_error(r, 503)
         assert api.uploads() == []
         assert (await api.client.get("/api/jobs")).json()["total"] == 0
@@ -162,11 +163,20 @@ async def test_no_backend_is_503(tmp_path: Path) -> None:
 
 
 async def test_text_to_video_maps_the_seed_fields_and_completes(api: Api) -> None:
-    r = await api.client.post("/api/v1/generate/text-to-video", json={
-        "prompt": "A cat playing with a ball of yarn", "negative_prompt": "blurry",
-        "num_frames": 10, "fps": 8, "width": 64, "height": 96, "seed": 42,
-        "guidance_scale": 6.0, "num_inference_steps": 25,
-    })
+    r = await api.client.post(
+        "/api/v1/generate/text-to-video",
+        json={
+            "prompt": "A cat playing with a ball of yarn",
+            "negative_prompt": "blurry",
+            "num_frames": 10,
+            "fps": 8,
+            "width": 64,
+            "height": 96,
+            "seed": 42,
+            "guidance_scale": 6.0,
+            "num_inference_steps": 25,
+        },
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["status"] == "pending" and body["seed"] == 42 and body["num_frames"] == 9
@@ -210,8 +220,9 @@ async def test_text_to_video_defaults_are_the_seeds(api: Api) -> None:
 async def test_seed_minus_one_is_random_and_stored(api: Api) -> None:
     seeds = []
     for _ in range(2):
-        r = await api.client.post("/api/v1/generate/text-to-video",
-                                  json={"prompt": "x", "seed": -1, **SMALL})
+        r = await api.client.post(
+            "/api/v1/generate/text-to-video", json={"prompt": "x", "seed": -1, **SMALL}
+        )
         seeds.append(r.json()["seed"])
         status = (await api.client.get(f"/api/v1/job/{r.json()['job_id']}")).json()
         assert status["seed"] == seeds[-1]
@@ -247,8 +258,11 @@ async def test_text_to_video_bad_input_is_400_naming_the_field(api: Api) -> None
 
 
 async def test_text_to_video_not_json_is_400(api: Api) -> None:
-    r = await api.client.post("/api/v1/generate/text-to-video", content=b"{not json",
-                              headers={"content-type": "application/json"})
+    r = await api.client.post(
+        "/api/v1/generate/text-to-video",
+        content=b"{not json",
+        headers={"content-type": "application/json"},
+    )
     assert_error(r, 400, "JSON")
     r = await api.client.post("/api/v1/generate/text-to-video")
     assert_error(r, 400)
@@ -261,8 +275,9 @@ async def test_an_unexpected_failure_is_500_with_an_error(api: Api) -> None:
     api.services.jobs.create = broken  # type: ignore[method-assign]
     r = await api.client.post("/api/v1/generate/text-to-video", json={"prompt": "x"})
     assert_error(r, 500, "Internal server error")
-    r = await api.client.post("/api/v1/generate/image-to-video",
-                              files={"image": ("a.png", png_bytes(), "image/png")})
+    r = await api.client.post(
+        "/api/v1/generate/image-to-video", files={"image": ("a.png", png_bytes(), "image/png")}
+    )
     assert_error(r, 500, "Internal server error")
     assert api.uploads() == []
 
@@ -274,9 +289,17 @@ async def test_image_to_video_takes_the_seed_form(api: Api) -> None:
     r = await api.client.post(
         "/api/v1/generate/image-to-video",
         files={"image": ("../../photo.png", png_bytes(), "image/png")},
-        data={"prompt": "A dog running in a park", "num_frames": "13", "fps": "12",
-              "width": "96", "height": "64", "seed": "7", "guidance_scale": "5",
-              "num_inference_steps": "30", "negative_prompt": "blur"},
+        data={
+            "prompt": "A dog running in a park",
+            "num_frames": "13",
+            "fps": "12",
+            "width": "96",
+            "height": "64",
+            "seed": "7",
+            "guidance_scale": "5",
+            "num_inference_steps": "30",
+            "negative_prompt": "blur",
+        },
     )
     assert r.status_code == 200, r.text
     body = r.json()
@@ -293,9 +316,11 @@ async def test_image_to_video_takes_the_seed_form(api: Api) -> None:
 
 
 async def test_image_to_video_defaults(api: Api) -> None:
-    r = await api.client.post("/api/v1/generate/image-to-video",
-                              files={"image": ("x.jpg", png_bytes(), "image/jpeg")},
-                              data={"seed": ""})
+    r = await api.client.post(
+        "/api/v1/generate/image-to-video",
+        files={"image": ("x.jpg", png_bytes(), "image/jpeg")},
+        data={"seed": ""},
+    )
     body = r.json()
     assert body["num_frames"] == 61
     params = (await api.native_job(body["job_id"]))["params"]
@@ -311,8 +336,11 @@ async def test_image_to_video_bad_input(api: Api) -> None:
     cases = [
         ({"files": {"photo": png}}, 400, "photo"),  # an unexpected file field
         ({"data": {"prompt": "no file"}, "files": {"x": ("", b"", "text/plain")}}, 400, "image"),
-        ({"files": {"image": ("a.png", b"\x89PNG\r\n\x1a\n" + b"\0" * 300, "image/png")}},
-         400, "cannot be decoded"),
+        (
+            {"files": {"image": ("a.png", b"\x89PNG\r\n\x1a\n" + b"\0" * 300, "image/png")}},
+            400,
+            "cannot be decoded",
+        ),
         ({"files": {"image": ("a.png", mp4_bytes(), "image/png")}}, 400, "not an image"),
         ({"files": {"image": ("a.png", b"just words, not pixels" * 10, "image/png")}}, 400, "text"),
         ({"files": {"image": png}, "data": {"num_frames": "abc"}}, 400, "num_frames"),
@@ -325,10 +353,15 @@ async def test_image_to_video_bad_input(api: Api) -> None:
         r = await api.client.post(url, **kwargs)
         assert_error(r, status, word)
     boundary = "xyz"
-    text_only = (f'--{boundary}\r\nContent-Disposition: form-data; name="prompt"\r\n\r\nhi\r\n'
-                 f"--{boundary}--\r\n")
-    r = await api.client.post(url, content=text_only.encode(),
-                              headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+    text_only = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="prompt"\r\n\r\nhi\r\n'
+        f"--{boundary}--\r\n"
+    )
+    r = await api.client.post(
+        url,
+        content=text_only.encode(),
+        headers={"content-type": f"multipart/form-data; boundary={boundary}"},
+    )
     assert_error(r, 400, "image", "required")
     assert api.uploads() == []
     assert (await api.client.get("/api/jobs")).json()["total"] == 0
@@ -337,17 +370,22 @@ async def test_image_to_video_bad_input(api: Api) -> None:
 async def test_oversize_upload_is_413_with_the_limit(
     standin: StandinProcess, tmp_path: Path
 ) -> None:
-    settings = Settings(data_dir=tmp_path / "data", comfyui_urls=[standin.url],
-                        max_upload_bytes=2000)
+    settings = Settings(
+        data_dir=tmp_path / "data", comfyui_urls=[standin.url], max_upload_bytes=2000
+    )
     noise = np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8)
     buf = io.BytesIO()
     Image.fromarray(noise).save(buf, format="PNG")
     async with running(settings) as api:
-        r = await api.client.post("/api/v1/generate/image-to-video",
-                                  files={"image": ("big.png", buf.getvalue(), "image/png")})
+        r = await api.client.post(
+            "/api/v1/generate/image-to-video",
+            files={"image": ("big.png", buf.getvalue(), "image/png")},
+        )
         assert_error(r, 413, "2000 bytes")
-        r = await api.client.post("/api/v1/generate/video-to-video",
-                                  files={"video": ("big.mp4", b"\0" * 200_000, "video/mp4")})
+        r = await api.client.post(
+            "/api/v1/generate/video-to-video",
+            files={"video": ("big.mp4", b"\0" * 200_000, "video/mp4")},
+        )
         assert_error(r, 413, "2000 bytes")
         assert api.uploads() == []
 
@@ -387,11 +425,15 @@ async def test_video_to_video_bad_input(api: Api) -> None:
     url = "/api/v1/generate/video-to-video"
     mp4 = ("a.mp4", mp4_bytes(), "video/mp4")
     cases = [
-        ({"files": {"video": ("a.mp4", b"I am a text file, not a video\n" * 5, "video/mp4")}},
-         "text"),
+        (
+            {"files": {"video": ("a.mp4", b"I am a text file, not a video\n" * 5, "video/mp4")}},
+            "text",
+        ),
         ({"files": {"video": ("a.mp4", png_bytes(), "video/mp4")}}, "PNG image, not a video"),
-        ({"files": {"video": ("a.mp4", mp4_bytes()[:80] + b"\0" * 500, "video/mp4")}},
-         "cannot be decoded"),
+        (
+            {"files": {"video": ("a.mp4", mp4_bytes()[:80] + b"\0" * 500, "video/mp4")}},
+            "cannot be decoded",
+        ),
         ({"files": {"image": mp4}}, "image"),
         ({"files": {"video": mp4}, "data": {"strength": "1.5"}}, "strength"),
         ({"files": {"video": mp4}, "data": {"strength": "lots"}}, "strength"),
@@ -413,12 +455,14 @@ async def test_a_third_active_job_is_429_with_retry_after(tmp_path: Path) -> Non
         async with running(settings) as api:
             ids = []
             for _ in range(2):
-                r = await api.client.post("/api/v1/generate/text-to-video",
-                                          json={"prompt": "slow", **SMALL})
+                r = await api.client.post(
+                    "/api/v1/generate/text-to-video", json={"prompt": "slow", **SMALL}
+                )
                 assert r.status_code == 200
                 ids.append(r.json()["job_id"])
-            r = await api.client.post("/api/v1/generate/text-to-video",
-                                      json={"prompt": "one too many", **SMALL})
+            r = await api.client.post(
+                "/api/v1/generate/text-to-video", json={"prompt": "one too many", **SMALL}
+            )
             assert_error(r, 429, "Too many concurrent requests")
             assert int(r.headers["retry-after"]) > 0
             for url, files in (
@@ -433,18 +477,42 @@ async def test_a_third_active_job_is_429_with_retry_after(tmp_path: Path) -> Non
             # A finished (here: stopped) job frees its place.
             for job_id in ids:
                 await api.client.post(f"/api/jobs/{job_id}/stop")
-            r = await api.client.post("/api/v1/generate/text-to-video",
-                                      json={"prompt": "after", **SMALL})
+            r = await api.client.post(
+                "/api/v1/generate/text-to-video", json={"prompt": "after", **SMALL}
+            )
             assert r.status_code == 200
             await api.client.post(f"/api/jobs/{r.json()['job_id']}/stop")
+
+
+async def test_concurrent_requests_cannot_pass_the_limit_together(tmp_path: Path) -> None:
+    with standin_process(tmp_path / "comfy", step_seconds=2) as slow:
+        settings = Settings(data_dir=tmp_path / "data", comfyui_urls=[slow.url])
+        async with running(settings) as api:
+            responses = await asyncio.gather(
+                *(
+                    api.client.post(
+                        "/api/v1/generate/text-to-video", json={"prompt": f"rush {i}", **SMALL}
+                    )
+                    for i in range(6)
+                )
+            )
+            codes = sorted(r.status_code for r in responses)
+            assert codes == [200, 200, 429, 429, 429, 429]
+            assert (await api.client.get("/api/jobs")).json()["total"] == 2
+            for r in responses:
+                if r.status_code == 200:
+                    await api.client.post(f"/api/jobs/{r.json()['job_id']}/stop")
 
 
 # -- jobs and files ------------------------------------------------------------------------
 
 
 async def test_unknown_job_is_404_with_an_error(api: Api) -> None:
-    assert_error(await api.client.get("/api/v1/job/job_1234567890_abcdef123456"), 404,
-                 "job_1234567890_abcdef123456")
+    assert_error(
+        await api.client.get("/api/v1/job/job_1234567890_abcdef123456"),
+        404,
+        "job_1234567890_abcdef123456",
+    )
 
 
 async def test_a_stopped_job_reads_as_failed(api: Api) -> None:
@@ -529,15 +597,21 @@ async def test_models_download(api: Api) -> None:
 
     downloads.started.clear()
     r = await api.client.post(url, json={"model_id": "wan2.2-vae"})  # one model file
-    assert r.json()["downloads"] == [{"id": "dl-wan2.2-vae", "model_id": "wan2.2-vae",
-                                      "status": "queued"}]
+    assert r.json()["downloads"] == [
+        {"id": "dl-wan2.2-vae", "model_id": "wan2.2-vae", "status": "queued"}
+    ]
 
     api.services.extras["downloads"] = FakeDownloads(done={"wan2.2-vae"})
     r = await api.client.post(url, json={"model_id": "wan2.2-vae"})
     assert r.json()["message"] == "Model already downloaded"
 
-    assert_error(await api.client.post(url, json={"model_id": "Lightricks/LTX-Video"}), 400,
-                 "model_id", "Lightricks/LTX-Video", "fastwan_t2v")
+    assert_error(
+        await api.client.post(url, json={"model_id": "Lightricks/LTX-Video"}),
+        400,
+        "model_id",
+        "Lightricks/LTX-Video",
+        "fastwan_t2v",
+    )
     assert_error(await api.client.post(url, json={}), 400, "model_id")
     assert_error(await api.client.post(url, json={"model_id": 5}), 400, "model_id")
 
@@ -549,8 +623,11 @@ def seed_curl_commands() -> list[list[str]]:
     if not SEED_002.exists():
         pytest.skip("the seed documents are not beside the checkout")
     blocks = re.findall(r"```bash\n(.*?)```", SEED_002.read_text(), re.S)
-    return [shlex.split(block.replace("\\\n", " ")) for block in blocks
-            if block.lstrip().startswith("curl")]
+    return [
+        shlex.split(block.replace("\\\n", " "))
+        for block in blocks
+        if block.lstrip().startswith("curl")
+    ]
 
 
 async def test_the_seed_curl_examples_work(api: Api, tmp_path: Path) -> None:
@@ -571,8 +648,8 @@ async def test_the_seed_curl_examples_work(api: Api, tmp_path: Path) -> None:
     for argv in commands:
         argv = [curl, "-s", "-w", "\n%{http_code}"] + [
             a.replace("http://localhost:8080", api.url)
-             .replace("@/path/to/image.jpg", f"@{tmp_path / 'image.jpg'}")
-             .replace("@/path/to/video.mp4", f"@{tmp_path / 'video.mp4'}")
+            .replace("@/path/to/image.jpg", f"@{tmp_path / 'image.jpg'}")
+            .replace("@/path/to/video.mp4", f"@{tmp_path / 'video.mp4'}")
             for a in argv[1:]
         ]
         proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE)

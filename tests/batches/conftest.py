@@ -60,32 +60,58 @@ class Offline:
         assert job is not None
 
     async def run(self, job_id: str, progress: float = 40.0, stage: str = "sampling") -> None:
-        await self.set(job_id, status=JobStatus.RUNNING, progress=progress, stage=stage,
-                       started_at=utcnow(), message=f"{stage.capitalize()}")
+        await self.set(
+            job_id,
+            status=JobStatus.RUNNING,
+            progress=progress,
+            stage=stage,
+            started_at=utcnow(),
+            message=f"{stage.capitalize()}",
+        )
 
     async def complete(self, job_id: str, frames: int = 9, **size: int) -> None:
         """Store a real MP4 as the job's output and mark it completed."""
         name = f"{job_id}.mp4"
         path = self.services.outputs.path_for(name)
         write_mp4(path, frames, **size)
-        record = OutputRecord(filename=name, content_type="video/mp4",
-                              size_bytes=path.stat().st_size, node_id="58",
-                              comfy_filename=f"video/{name}", frames=frames)
-        await self.set(job_id, expect=ACTIVE, status=JobStatus.COMPLETED, outputs=[record],
-                       progress=100.0, stage="done", message="Video ready",
-                       finished_at=utcnow())
+        record = OutputRecord(
+            filename=name,
+            content_type="video/mp4",
+            size_bytes=path.stat().st_size,
+            node_id="58",
+            comfy_filename=f"video/{name}",
+            frames=frames,
+        )
+        await self.set(
+            job_id,
+            expect=ACTIVE,
+            status=JobStatus.COMPLETED,
+            outputs=[record],
+            progress=100.0,
+            stage="done",
+            message="Video ready",
+            finished_at=utcnow(),
+        )
 
     async def fail(self, job_id: str, error: str = "node 8 (VAEDecode) failed: boom") -> None:
-        await self.set(job_id, expect=ACTIVE, status=JobStatus.FAILED, error=error,
-                       message=error, finished_at=utcnow())
+        await self.set(
+            job_id,
+            expect=ACTIVE,
+            status=JobStatus.FAILED,
+            error=error,
+            message=error,
+            finished_at=utcnow(),
+        )
 
 
 @pytest.fixture
 def offline_settings(tmp_path: Path) -> Callable[..., Settings]:
     def make(**kw: object) -> Settings:
         defaults: dict[str, object] = {
-            "data_dir": tmp_path / "data", "comfyui_urls": [closed_port_url()],
-            "ws_reconnect_min_s": 5.0, "ws_reconnect_max_s": 30.0,
+            "data_dir": tmp_path / "data",
+            "comfyui_urls": [closed_port_url()],
+            "ws_reconnect_min_s": 5.0,
+            "ws_reconnect_max_s": 30.0,
         }
         return Settings(**{**defaults, **kw})
 

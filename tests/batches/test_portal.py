@@ -67,8 +67,10 @@ async def test_batch_status_vocabulary_counts_and_zip(offline):
     assert status["status"] == "processing" and status["total"] == 3
     assert status["message"] == "Completed: 0/3"
     assert [j["prompt"] for j in status["jobs"]] == prompts
-    assert all(j["status"] == "pending" and j["gpu_id"] is None and j["video_url"] is None
-               for j in status["jobs"])
+    assert all(
+        j["status"] == "pending" and j["gpu_id"] is None and j["video_url"] is None
+        for j in status["jobs"]
+    )
     ids = [j["job_id"] for j in status["jobs"]]
     native = (await client.get(f"/api/jobs/{ids[0]}")).json()
     assert native["batch_id"] == batch_id and native["params"]["width"] == 64
@@ -81,8 +83,13 @@ async def test_batch_status_vocabulary_counts_and_zip(offline):
     await offline.complete(ids[0])
     await offline.run(ids[1], progress=30.0)
     one = (await client.get(f"/api/video/status/{ids[1]}")).json()
-    assert one == {"job_id": ids[1], "status": "generating", "message": "Sampling",
-                   "progress": 30, "video_url": None}
+    assert one == {
+        "job_id": ids[1],
+        "status": "generating",
+        "message": "Sampling",
+        "progress": 30,
+        "video_url": None,
+    }
     await offline.fail(ids[1])
     await offline.services.jobs.stop(ids[2])
 
@@ -90,8 +97,11 @@ async def test_batch_status_vocabulary_counts_and_zip(offline):
     assert (status["status"], status["completed"], status["failed"]) == ("partial", 1, 2)
     assert status["message"] == "Completed: 1/3"
     words = [(j["status"], j["progress"], j["video_url"]) for j in status["jobs"]]
-    assert words == [("complete", 100, f"/api/videos/{ids[0]}"), ("failed", 30, None),
-                     ("failed", 0, None)]
+    assert words == [
+        ("complete", 100, f"/api/videos/{ids[0]}"),
+        ("failed", 30, None),
+        ("failed", 0, None),
+    ]
     assert status["jobs"][0]["message"] == "Video generation complete"
     assert "VAEDecode" in status["jobs"][1]["message"]
 
@@ -118,9 +128,13 @@ async def test_single_video_status_and_video_by_id_or_file_name(offline):
 
     await offline.complete(job_id)
     status = (await client.get(f"/api/video/status/{job_id}")).json()
-    assert status == {"job_id": job_id, "status": "complete",
-                      "message": "Video generation complete", "progress": 100,
-                      "video_url": f"/api/videos/{job_id}"}
+    assert status == {
+        "job_id": job_id,
+        "status": "complete",
+        "message": "Video generation complete",
+        "progress": 100,
+        "video_url": f"/api/videos/{job_id}",
+    }
     whole = await client.get(status["video_url"])
     assert whole.status_code == 200 and whole.headers["content-type"] == "video/mp4"
     part = await client.get(status["video_url"], headers={"range": "bytes=0-99"})
@@ -136,8 +150,9 @@ async def test_single_video_status_and_video_by_id_or_file_name(offline):
 
 async def test_video_websocket_sends_every_change_then_closes_1000(offline):
     client = offline.client
-    job_id = (await client.post("/api/video/single_inference",
-                                json={"prompt": "a dog", **SMALL})).json()["job_id"]
+    job_id = (
+        await client.post("/api/video/single_inference", json={"prompt": "a dog", **SMALL})
+    ).json()["job_id"]
     async with websockets.connect(f"{offline.ws_url}/api/ws/video/{job_id}") as ws:
         first = await recv(ws)
         assert first["job_id"] == job_id and first["status"] == "pending"
@@ -163,12 +178,17 @@ async def test_video_websocket_sends_every_change_then_closes_1000(offline):
         assert ws.close_code == 4404
 
 
+async def _batch(client, prompts: list[str]) -> tuple[str, list[str]]:
+    """Submit a batch; its id and its jobs' ids in order."""
+    r = await client.post("/api/video/batch_inference", json={"prompts": prompts, **SMALL})
+    batch_id = r.json()["batch_id"]
+    status = (await client.get(f"/api/video/batch_status/{batch_id}")).json()
+    return batch_id, [j["job_id"] for j in status["jobs"]]
+
+
 async def test_batch_websocket_follows_every_job_in_order_and_closes_1000(offline):
     client = offline.client
-    batch_id = (await client.post("/api/video/batch_inference",
-                                  json={"prompts": ["a", "b"], **SMALL})).json()["batch_id"]
-    ids = [j["job_id"] for j in
-           (await client.get(f"/api/video/batch_status/{batch_id}")).json()["jobs"]]
+    batch_id, ids = await _batch(client, ["a", "b"])
     async with websockets.connect(f"{offline.ws_url}/api/ws/batch/{batch_id}") as ws:
         seen = [await recv(ws)]
         assert seen[0]["status"] == "processing" and seen[0]["total"] == 2
@@ -180,8 +200,12 @@ async def test_batch_websocket_follows_every_job_in_order_and_closes_1000(offlin
         assert ws.close_code == 1000
     assert seen[-1]["status"] == "partial" and seen[-1]["message"] == "Completed: 1/2"
     for index in range(2):
-        words = [STATUS_ORDER.index(m["jobs"][index]["status"])
-                 if m["jobs"][index]["status"] in STATUS_ORDER else 9 for m in seen]
+        words = [
+            STATUS_ORDER.index(m["jobs"][index]["status"])
+            if m["jobs"][index]["status"] in STATUS_ORDER
+            else 9
+            for m in seen
+        ]
         assert words == sorted(words), f"job {index} went backwards: {words}"
     assert all(a != b for a, b in zip(seen, seen[1:], strict=False)), "duplicate frames sent"
 
@@ -192,8 +216,9 @@ async def test_batch_websocket_follows_every_job_in_order_and_closes_1000(offlin
 
 async def test_a_client_leaving_a_websocket_unsubscribes_it(offline):
     client = offline.client
-    job_id = (await client.post("/api/video/single_inference",
-                                json={"prompt": "a dog", **SMALL})).json()["job_id"]
+    job_id = (
+        await client.post("/api/video/single_inference", json={"prompt": "a dog", **SMALL})
+    ).json()["job_id"]
     bus = offline.services.bus
     before = len(bus._subscribers)
     async with websockets.connect(f"{offline.ws_url}/api/ws/video/{job_id}") as ws:
@@ -208,10 +233,12 @@ async def test_a_client_leaving_a_websocket_unsubscribes_it(offline):
 @pytest.mark.parametrize("kind", [None, "portal"])
 async def test_native_batches_list_get_delete(offline, kind):
     client = offline.client
-    first = (await client.post("/api/video/batch_inference",
-                               json={"prompts": ["x", "y"], **SMALL})).json()["batch_id"]
-    second = (await client.post("/api/video/batch_inference",
-                                json={"prompts": ["z"], **SMALL})).json()["batch_id"]
+    first = (
+        await client.post("/api/video/batch_inference", json={"prompts": ["x", "y"], **SMALL})
+    ).json()["batch_id"]
+    second = (
+        await client.post("/api/video/batch_inference", json={"prompts": ["z"], **SMALL})
+    ).json()["batch_id"]
     params = {"kind": kind} if kind else {}
     listed = (await client.get("/api/batches", params=params)).json()
     assert [b["id"] for b in listed["batches"]] == [second, first] and listed["total"] == 2
@@ -238,13 +265,22 @@ async def test_native_batches_list_get_delete(offline, kind):
 
 async def test_the_endpoints_are_documented(offline):
     paths = (await offline.client.get("/openapi.json")).json()["paths"]
-    for path in ("/api/video/single_inference", "/api/video/status/{job_id}",
-                 "/api/video/batch_inference", "/api/video/batch_status/{batch_id}",
-                 "/api/video/batch_download/{batch_id}", "/api/videos/{video_id}",
-                 "/api/batches", "/api/batches/{batch_id}", "/api/session",
-                 "/api/session/{session_id}", "/api/videos/generate-scenes",
-                 "/api/videos/status/{job_id}", "/api/videos/regenerate-scene",
-                 "/api/videos/final/{job_id}"):
+    for path in (
+        "/api/video/single_inference",
+        "/api/video/status/{job_id}",
+        "/api/video/batch_inference",
+        "/api/video/batch_status/{batch_id}",
+        "/api/video/batch_download/{batch_id}",
+        "/api/videos/{video_id}",
+        "/api/batches",
+        "/api/batches/{batch_id}",
+        "/api/session",
+        "/api/session/{session_id}",
+        "/api/videos/generate-scenes",
+        "/api/videos/status/{job_id}",
+        "/api/videos/regenerate-scene",
+        "/api/videos/final/{job_id}",
+    ):
         assert path in paths, path
     assert set(paths["/api/batches/{batch_id}"]) == {"get", "delete"}
     zip_doc = paths["/api/video/batch_download/{batch_id}"]["get"]
@@ -253,10 +289,7 @@ async def test_the_endpoints_are_documented(offline):
 
 async def test_a_lost_file_is_left_out_of_the_zip(offline):
     client = offline.client
-    batch_id = (await client.post("/api/video/batch_inference",
-                                  json={"prompts": ["a", "b"], **SMALL})).json()["batch_id"]
-    ids = [j["job_id"] for j in
-           (await client.get(f"/api/video/batch_status/{batch_id}")).json()["jobs"]]
+    batch_id, ids = await _batch(client, ["a", "b"])
     for job_id in ids:
         await offline.complete(job_id, frames=5)
     offline.services.outputs.path_for(f"{ids[0]}.mp4").unlink()

@@ -45,7 +45,8 @@ async def test_sessions_accept_both_shapes_and_validate(offline):
 async def test_generate_status_partial_scene_videos_and_final(offline):
     client = offline.client
     session_id = (await client.post("/api/session", json={"scenes": SCENES, **SMALL})).json()[
-        "session_id"]
+        "session_id"
+    ]
     r = await client.post("/api/videos/generate-scenes", json={"session_id": session_id})
     assert r.status_code == 200
     body = r.json()
@@ -63,9 +64,14 @@ async def test_generate_status_partial_scene_videos_and_final(offline):
     await offline.run(jobs["problem"], progress=45.0)
     status = (await client.get(f"/api/videos/status/{batch_id}")).json()
     by_name = {s["scenario"]: s for s in status["scenes"]}
-    assert by_name["hook"] == {"scenario": "hook", "status": "completed", "progress": 100,
-                               "video_url": f"/outputs/{jobs['hook']}.mp4", "error": None,
-                               "job_id": jobs["hook"]}
+    assert by_name["hook"] == {
+        "scenario": "hook",
+        "status": "completed",
+        "progress": 100,
+        "video_url": f"/outputs/{jobs['hook']}.mp4",
+        "error": None,
+        "job_id": jobs["hook"],
+    }
     assert (by_name["problem"]["status"], by_name["problem"]["progress"]) == ("generating", 45)
     assert status["overall_status"] == "generating"
     # Videos are recorded on the session only once every scene has finished.
@@ -103,13 +109,16 @@ async def test_generate_status_partial_scene_videos_and_final(offline):
 
     # Regenerating puts a new job in the scene's place; the session keeps the finished
     # videos until the new generation has finished too.
-    r = await client.post("/api/videos/regenerate-scene",
-                          json={"session_id": session_id, "scenario": "problem", "wait": False})
+    r = await client.post(
+        "/api/videos/regenerate-scene",
+        json={"session_id": session_id, "scenario": "problem", "wait": False},
+    )
     assert r.status_code == 202 and r.json()["job_id"] == batch_id
     new_job = r.json()["scene_job_id"]
     assert (await scene_jobs(offline, batch_id))["problem"] == new_job
-    assert (await client.get(f"/api/videos/status/{batch_id}")).json()["overall_status"] \
-        == "generating"
+    assert (await client.get(f"/api/videos/status/{batch_id}")).json()[
+        "overall_status"
+    ] == "generating"
     assert (await client.get(f"/api/videos/final/{batch_id}")).status_code == 409
     assert len((await client.get(f"/api/session/{session_id}")).json()["scene_videos"]) == 3
 
@@ -135,21 +144,27 @@ async def test_generate_and_regenerate_errors(offline):
     assert r.status_code == 422 and r.json()["field"] == "session_id"
 
     session_id = (await client.post("/api/session", json={"scenes": SCENES, **SMALL})).json()[
-        "session_id"]
-    r = await client.post("/api/videos/regenerate-scene",
-                          json={"session_id": session_id, "scenario": "hook"})
+        "session_id"
+    ]
+    r = await client.post(
+        "/api/videos/regenerate-scene", json={"session_id": session_id, "scenario": "hook"}
+    )
     assert r.status_code == 409 and "generate-scenes first" in r.json()["error"]
-    batch_id = (await client.post("/api/videos/generate-scenes",
-                                  json={"session_id": session_id})).json()["job_id"]
-    r = await client.post("/api/videos/regenerate-scene",
-                          json={"session_id": session_id, "scenario": "outro"})
+    batch_id = (
+        await client.post("/api/videos/generate-scenes", json={"session_id": session_id})
+    ).json()["job_id"]
+    r = await client.post(
+        "/api/videos/regenerate-scene", json={"session_id": session_id, "scenario": "outro"}
+    )
     assert r.status_code == 422 and r.json()["field"] == "scenario"
     assert "hook, problem, solution, cta" in r.json()["error"]
 
     old = (await scene_jobs(offline, batch_id))["hook"]
     # Nothing runs offline: the bounded wait ends in a 202 naming the job to follow.
-    r = await client.post("/api/videos/regenerate-scene",
-                          json={"session_id": session_id, "scenario": "hook", "timeout_s": 0.3})
+    r = await client.post(
+        "/api/videos/regenerate-scene",
+        json={"session_id": session_id, "scenario": "hook", "timeout_s": 0.3},
+    )
     assert r.status_code == 202
     assert "still running" in r.json()["message"] and r.json()["video_url"] is None
     replaced = (await client.get(f"/api/jobs/{old}")).json()
@@ -162,8 +177,12 @@ async def test_generate_and_regenerate_errors(offline):
 async def test_prompt_tools_can_store_drafted_scenes(offline):
     assert (await offline.client.get("/api/batches")).status_code == 200  # the lifespan ran
     save = offline.server.app.state.save_scene_session
-    session_id = await save([{"scenario": "hook", "description": "a hook"},
-                             {"scenario": "cta", "description": "a call to action"}])
+    session_id = await save(
+        [
+            {"scenario": "hook", "description": "a hook"},
+            {"scenario": "cta", "description": "a call to action"},
+        ]
+    )
     got = (await offline.client.get(f"/api/session/{session_id}")).json()
     assert [s["scenario"] for s in got["scenes"]] == ["hook", "cta"]
 
@@ -171,9 +190,11 @@ async def test_prompt_tools_can_store_drafted_scenes(offline):
 async def test_deleting_a_scenes_batch_clears_the_session_videos(offline):
     client = offline.client
     session_id = (await client.post("/api/session", json={"scenes": {"a": "x"}, **SMALL})).json()[
-        "session_id"]
-    batch_id = (await client.post("/api/videos/generate-scenes",
-                                  json={"session_id": session_id})).json()["job_id"]
+        "session_id"
+    ]
+    batch_id = (
+        await client.post("/api/videos/generate-scenes", json={"session_id": session_id})
+    ).json()["job_id"]
     job_id = (await scene_jobs(offline, batch_id))["a"]
     await offline.complete(job_id)
     assert (await client.get(f"/api/videos/final/{batch_id}")).status_code == 200

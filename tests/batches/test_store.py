@@ -20,9 +20,17 @@ from proxy.db import Database
 def make_batch(**kw) -> Batch:
     now = kw.pop("created_at", utcnow())
     items = [BatchItem(job_id=str(uuid.uuid4()), prompt=f"p{i}", label=f"l{i}") for i in range(3)]
-    return Batch(id=kw.pop("id", str(uuid.uuid4())), kind=kw.pop("kind", "portal"),
-                 surface="portal", workflow="fastwan_t2v", params={"width": 64, "steps": 4},
-                 items=items, created_at=now, updated_at=now, **kw)
+    return Batch(
+        id=kw.pop("id", str(uuid.uuid4())),
+        kind=kw.pop("kind", "portal"),
+        surface="portal",
+        workflow="fastwan_t2v",
+        params={"width": 64, "steps": 4},
+        items=items,
+        created_at=now,
+        updated_at=now,
+        **kw,
+    )
 
 
 async def test_batches_round_trip_list_and_compare_and_set(database_url):
@@ -31,8 +39,10 @@ async def test_batches_round_trip_list_and_compare_and_set(database_url):
     store = BatchStore(db)
     try:
         t0 = utcnow()
-        batches = [make_batch(created_at=t0 + timedelta(seconds=i),
-                              kind="scenes" if i == 1 else "portal") for i in range(3)]
+        batches = [
+            make_batch(created_at=t0 + timedelta(seconds=i), kind="scenes" if i == 1 else "portal")
+            for i in range(3)
+        ]
         for batch in batches:
             await store.insert_batch(batch)
         got = await store.get_batch(batches[0].id)
@@ -70,8 +80,9 @@ async def test_scene_sessions_keep_order_and_compare_and_set(database_url):
         # Names chosen so that any key reordering (JSONB sorts keys) would show.
         scenes = [Scene(scenario=n, description=f"{n} shot") for n in ("zeta", "alpha", "mid")]
         params = {"width": 64, "height": 64, "length": 9, "steps": 4}
-        session = SceneSession(id=str(uuid.uuid4()), scenes=scenes, params=params,
-                               created_at=now, updated_at=now)
+        session = SceneSession(
+            id=str(uuid.uuid4()), scenes=scenes, params=params, created_at=now, updated_at=now
+        )
         await store.insert_session(session)
         got = await store.get_session(session.id)
         assert got == session and [s.scenario for s in got.scenes] == ["zeta", "alpha", "mid"]

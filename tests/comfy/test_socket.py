@@ -121,3 +121,33 @@ async def test_an_unreachable_backend_keeps_retrying_without_raising():
         assert sock.last_error is not None and sock.state is not SocketState.CONNECTED
     finally:
         await sock.close()
+
+
+async def test_a_defect_in_handling_a_message_reconnects_instead_of_going_deaf(server, monkeypatch):
+    sock = BackendSocket(server.url, "client-4", reconnect_min_s=0.01)
+    events = sock.subscribe("P")
+    original, calls = sock._dispatch, []
+
+    def flaky(event):
+        calls.append(event.type)
+        if event.type == "executing" and calls.count("executing") == 1:
+            raise KeyError("a message shape nobody expected")
+        original(event)
+
+    monkeypatch.setattr(sock, "_dispatch", flaky)
+    sock.start()
+    try:
+        first = await asyncio.wait_for(server.connected.get(), 5)
+        await first.send(json.dumps({"type": "executing", "data": {"node": "1", "prompt_id": "P"}}))
+        # The reader logged it, dropped that connection and came back; subscribers resync.
+        second = await asyncio.wait_for(server.connected.get(), 5)
+        assert (await asyncio.wait_for(events.get(), 5)).type == DISCONNECTED
+        assert (await asyncio.wait_for(events.get(), 5)).type == RECONNECTED
+        await second.send(
+            json.dumps({"type": "executing", "data": {"node": "2", "prompt_id": "P"}})
+        )
+        got = await asyncio.wait_for(events.get(), 5)
+        assert (got.type, got.data["node"]) == ("executing", "2")
+        assert sock.state is SocketState.CONNECTED and sock.connects == 2
+    finally:
+        await sock.close()

@@ -30,8 +30,10 @@ SCENES = {
 
 @pytest.fixture
 def two_standins(tmp_path: Path) -> AsyncIterator[tuple[StandinProcess, StandinProcess]]:
-    with standin_process(tmp_path / "gpu0", step_seconds=0.05) as a, \
-            standin_process(tmp_path / "gpu1", step_seconds=0.05) as b:
+    with (
+        standin_process(tmp_path / "gpu0", step_seconds=0.05) as a,
+        standin_process(tmp_path / "gpu1", step_seconds=0.05) as b,
+    ):
         yield a, b
 
 
@@ -52,17 +54,24 @@ async def follow_ws(url: str, timeout_s: float = 90.0, on_message=None) -> tuple
 
 def assert_never_backwards(seen: list[dict]) -> None:
     for index in range(len(seen[0]["jobs"])):
-        ranks = [ORDER.index(m["jobs"][index]["status"]) if m["jobs"][index]["status"] in ORDER
-                 else len(ORDER) for m in seen]
+        ranks = [
+            ORDER.index(m["jobs"][index]["status"])
+            if m["jobs"][index]["status"] in ORDER
+            else len(ORDER)
+            for m in seen
+        ]
         assert ranks == sorted(ranks), f"job {index} went backwards: {ranks}"
 
 
-async def test_a_batch_spreads_over_both_gpus_and_downloads_as_a_zip(two_standins, make_settings,
-                                                                   tmp_path):
+async def test_a_batch_spreads_over_both_gpus_and_downloads_as_a_zip(
+    two_standins, make_settings, tmp_path
+):
     a, b = two_standins
     settings = make_settings([a.url, b.url], backend_queue_depth=1)
-    async with proxy_server(settings) as proxy, \
-            httpx.AsyncClient(base_url=proxy.url, timeout=30) as client:
+    async with (
+        proxy_server(settings) as proxy,
+        httpx.AsyncClient(base_url=proxy.url, timeout=30) as client,
+    ):
         prompts = [f"prompt number {i}" for i in range(4)]
         r = await client.post("/api/video/batch_inference", json={"prompts": prompts, **SMALL})
         assert r.status_code == 200, r.text
@@ -102,21 +111,30 @@ async def test_a_gpu_dying_mid_batch_moves_its_job_to_the_other(tmp_path, make_s
     batch completes. The proxy notices only after about 30 s: proxy/jobs/tracker.py answers a
     dropped socket by waiting for its idle resync, and only then does the dispatcher's
     backend_down_timeout_s start counting."""
-    with standin_process(tmp_path / "gpu0", step_seconds=0.05) as a, \
-            standin_process(tmp_path / "gpu1", step_seconds=0.05) as b:
-        settings = make_settings([a.url, b.url], backend_queue_depth=1,
-                                 backend_down_timeout_s=1.0)
-        async with proxy_server(settings) as proxy, \
-                httpx.AsyncClient(base_url=proxy.url, timeout=30) as client:
-            r = await client.post("/api/video/batch_inference",
-                                  json={"prompts": ["first", "second"], **SMALL, "steps": 40})
+    with (
+        standin_process(tmp_path / "gpu0", step_seconds=0.05) as a,
+        standin_process(tmp_path / "gpu1", step_seconds=0.05) as b,
+    ):
+        settings = make_settings([a.url, b.url], backend_queue_depth=1, backend_down_timeout_s=1.0)
+        async with (
+            proxy_server(settings) as proxy,
+            httpx.AsyncClient(base_url=proxy.url, timeout=30) as client,
+        ):
+            r = await client.post(
+                "/api/video/batch_inference",
+                json={"prompts": ["first", "second"], **SMALL, "steps": 40},
+            )
             batch_id = r.json()["batch_id"]
             victim: dict[str, str] = {}
 
             async def kill_gpu1_mid_job(message: dict) -> None:
                 for job in message["jobs"]:
-                    if not victim and job["gpu_id"] == 1 and job["status"] == "generating" \
-                            and job["progress"] > 5:
+                    if (
+                        not victim
+                        and job["gpu_id"] == 1
+                        and job["status"] == "generating"
+                        and job["progress"] > 5
+                    ):
                         victim["job_id"] = job["job_id"]
                         b.process.kill()
 
@@ -132,15 +150,22 @@ async def test_a_gpu_dying_mid_batch_moves_its_job_to_the_other(tmp_path, make_s
 
 
 async def test_one_failed_job_makes_a_partial_batch(standin, make_settings, tmp_path):
-    standin.control("POST", "faults/node",
-                    json={"class_type": "VAEDecode", "message": "decoder exploded", "times": 1})
-    async with proxy_server(make_settings([standin.url], backend_queue_depth=1)) as proxy, \
-            httpx.AsyncClient(base_url=proxy.url, timeout=30) as client:
-        r = await client.post("/api/video/batch_inference",
-                              json={"prompts": ["one", "two", "three"], **SMALL})
+    standin.control(
+        "POST",
+        "faults/node",
+        json={"class_type": "VAEDecode", "message": "decoder exploded", "times": 1},
+    )
+    async with (
+        proxy_server(make_settings([standin.url], backend_queue_depth=1)) as proxy,
+        httpx.AsyncClient(base_url=proxy.url, timeout=30) as client,
+    ):
+        r = await client.post(
+            "/api/video/batch_inference", json={"prompts": ["one", "two", "three"], **SMALL}
+        )
         batch_id = r.json()["batch_id"]
-        seen, code = await follow_ws(proxy.url.replace("http://", "ws://")
-                                     + f"/api/ws/batch/{batch_id}")
+        seen, code = await follow_ws(
+            proxy.url.replace("http://", "ws://") + f"/api/ws/batch/{batch_id}"
+        )
         assert code == 1000
         status = (await client.get(f"/api/video/batch_status/{batch_id}")).json()
         assert (status["status"], status["completed"], status["failed"]) == ("partial", 2, 1)
@@ -168,17 +193,24 @@ async def test_a_single_video_over_its_websocket(client, proxy, tmp_path):
 
 
 async def test_scenes_generate_regenerate_and_join(standin, make_settings, tmp_path):
-    async with proxy_server(make_settings([standin.url])) as proxy, \
-            httpx.AsyncClient(base_url=proxy.url, timeout=60) as client:
+    async with (
+        proxy_server(make_settings([standin.url])) as proxy,
+        httpx.AsyncClient(base_url=proxy.url, timeout=60) as client,
+    ):
         session_id = (await client.post("/api/session", json={"scenes": SCENES, **SMALL})).json()[
-            "session_id"]
-        standin.control("POST", "faults/node",
-                        json={"class_type": "VAEDecode", "message": "scene broke", "times": 1})
+            "session_id"
+        ]
+        standin.control(
+            "POST",
+            "faults/node",
+            json={"class_type": "VAEDecode", "message": "scene broke", "times": 1},
+        )
         r = await client.post("/api/videos/generate-scenes", json={"session_id": session_id})
         assert r.json()["message"] == "Video generation started for 4 scenes"
         batch_id = r.json()["job_id"]
-        seen, code = await follow_ws(proxy.url.replace("http://", "ws://")
-                                     + f"/api/ws/batch/{batch_id}")
+        seen, code = await follow_ws(
+            proxy.url.replace("http://", "ws://") + f"/api/ws/batch/{batch_id}"
+        )
         assert code == 1000
 
         status = (await client.get(f"/api/videos/status/{batch_id}")).json()
@@ -196,9 +228,10 @@ async def test_scenes_generate_regenerate_and_join(standin, make_settings, tmp_p
         assert [v["scenario"] for v in videos] == [n for n in SCENES if n not in broken]
 
         # Regenerate the broken scene and wait for it (the seed's answer).
-        r = await client.post("/api/videos/regenerate-scene",
-                              json={"session_id": session_id, "scenario": broken[0],
-                                    "timeout_s": 60})
+        r = await client.post(
+            "/api/videos/regenerate-scene",
+            json={"session_id": session_id, "scenario": broken[0], "timeout_s": 60},
+        )
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["success"] is True and body["scenario"] == broken[0]
@@ -208,18 +241,24 @@ async def test_scenes_generate_regenerate_and_join(standin, make_settings, tmp_p
         assert status["overall_status"] == "completed"
         videos = (await client.get(f"/api/session/{session_id}")).json()["scene_videos"]
         assert [v["scenario"] for v in videos] == list(SCENES)
-        assert next(v for v in videos if v["scenario"] == broken[0])["video_url"] \
-            == body["video_url"]
+        assert (
+            next(v for v in videos if v["scenario"] == broken[0])["video_url"] == body["video_url"]
+        )
 
         # Regenerate a good scene into a failure: 502 with the reason, and the scene is failed.
-        standin.control("POST", "faults/node",
-                        json={"class_type": "VAEDecode", "message": "again broke", "times": 1})
-        r = await client.post("/api/videos/regenerate-scene",
-                              json={"session_id": session_id, "scenario": "cta"})
+        standin.control(
+            "POST",
+            "faults/node",
+            json={"class_type": "VAEDecode", "message": "again broke", "times": 1},
+        )
+        r = await client.post(
+            "/api/videos/regenerate-scene", json={"session_id": session_id, "scenario": "cta"}
+        )
         assert r.status_code == 502 and r.json()["success"] is False
         assert "again broke" in r.json()["error"]
-        r = await client.post("/api/videos/regenerate-scene",
-                              json={"session_id": session_id, "scenario": "cta"})
+        r = await client.post(
+            "/api/videos/regenerate-scene", json={"session_id": session_id, "scenario": "cta"}
+        )
         assert r.status_code == 200
 
         final = await client.get(f"/api/videos/final/{batch_id}")

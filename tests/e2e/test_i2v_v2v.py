@@ -72,8 +72,15 @@ async def test_image_to_video(seed002: httpx.AsyncClient, tmp_path: Path) -> Non
     r = await seed002.post(
         "/api/v1/generate/image-to-video",
         files={"image": ("../holiday.jpg", buf.getvalue(), "image/jpeg")},
-        data={"prompt": "the sun sets", "num_frames": "12", "fps": "8", "width": "96",
-              "height": "64", "num_inference_steps": "25", "seed": "5"},
+        data={
+            "prompt": "the sun sets",
+            "num_frames": "12",
+            "fps": "8",
+            "width": "96",
+            "height": "64",
+            "num_inference_steps": "25",
+            "seed": "5",
+        },
     )
     assert r.status_code == 200, r.text
     body = r.json()
@@ -101,8 +108,14 @@ async def test_video_to_video(
     r = await seed002.post(
         "/api/v1/generate/video-to-video",
         files={"video": (f"clip.{container}", data, f"video/{container}")},
-        data={"prompt": "Transform into anime style", "strength": "0.6", "fps": "12",
-              "width": "64", "height": "64", "num_inference_steps": "25"},
+        data={
+            "prompt": "Transform into anime style",
+            "strength": "0.6",
+            "fps": "12",
+            "width": "64",
+            "height": "64",
+            "num_inference_steps": "25",
+        },
     )
     assert r.status_code == 200, r.text
     expected = (frames - 1) // 4 * 4 + 1

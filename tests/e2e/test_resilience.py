@@ -14,23 +14,8 @@ from tests.support import follow_job, proxy_server, standin_process
 
 
 async def wait_until(client, job_id, predicate, timeout_s=60.0):
-    job, _ = await _follow_until(client, job_id, predicate, timeout_s)
+    job, _ = await follow_job(client, job_id, predicate, timeout_s)
     return job
-
-
-async def _follow_until(client, job_id, predicate, timeout_s):
-    import json
-
-    seen = []
-    async with asyncio.timeout(timeout_s):
-        async with client.stream("GET", f"/api/jobs/{job_id}/events") as stream:
-            async for line in stream.aiter_lines():
-                if line.startswith("data: "):
-                    job = json.loads(line[6:])["job"]
-                    seen.append(job)
-                    if predicate(job):
-                        return job, seen
-    raise AssertionError("stream ended")
 
 
 async def test_a_job_survives_a_proxy_restart_mid_run(tmp_path, make_settings):
@@ -40,20 +25,50 @@ async def test_a_job_survives_a_proxy_restart_mid_run(tmp_path, make_settings):
             async with httpx.AsyncClient(base_url=proxy.url, timeout=30) as client:
                 running = (
                     await client.post(
-                        "/generate", json={"prompt": "restart me", **SMALL, "steps": 10}
+                        "/generate", json={"prompt": "restart me", **SMALL, "steps": 20}
                     )
                 ).json()
                 queued = (await client.post("/generate", json={"prompt": "and me", **SMALL})).json()
                 await wait_until(client, running["job_id"], lambda j: (j["step"] or 0) >= 2)
+                before = (await client.get(f"/api/jobs/{running['job_id']}")).json()
         # The proxy is gone; ComfyUI keeps working. A new proxy on the same data dir:
         async with proxy_server(settings) as proxy:
             async with httpx.AsyncClient(base_url=proxy.url, timeout=30) as client:
                 listed = {j["job_id"] for j in (await client.get("/jobs")).json()["jobs"]}
                 assert listed == {running["job_id"], queued["job_id"]}
-                for job_id in listed:
-                    final, _ = await follow_job(client, job_id, {"completed", "failed"})
+                for job_id in (running["job_id"], queued["job_id"]):  # the running one first
+                    final, seen = await follow_job(client, job_id, {"completed", "failed"})
                     assert final["status"] == "completed", final
                     assert final["outputs"][0]["frames"] == 9
+                    if job_id == running["job_id"]:
+                        # Re-attached mid-run: progress carries on from where it was shown.
+                        progress = [before["progress"], *(j["progress"] for j in seen)]
+                        assert progress == sorted(progress), "progress went backwards"
+                        assert any(j["eta_s"] for j in seen if j["status"] == "running"), seen
+
+
+async def test_progress_carries_on_after_a_restart_during_a_quiet_node(tmp_path, make_settings):
+    """Re-attached while VAEDecode runs (no events for seconds): the next event names a node the
+    new proxy has not seen finish, yet progress stays where it was shown, never back to 0."""
+    with standin_process(tmp_path / "comfy", step_seconds=0.05) as standin:
+        standin.control("POST", "faults/slow", json={"class_type": "VAEDecode", "seconds": 3})
+        settings = make_settings([standin.url])
+        async with proxy_server(settings) as proxy:
+            async with httpx.AsyncClient(base_url=proxy.url, timeout=30) as client:
+                job_id = (
+                    await client.post(
+                        "/api/jobs",
+                        json={"prompt": "decode", "num_frames": 9, "width": 64, "height": 64},
+                    )
+                ).json()["id"]
+                before = await wait_until(client, job_id, lambda j: j["stage"] == "decoding")
+        async with proxy_server(settings) as proxy:
+            async with httpx.AsyncClient(base_url=proxy.url, timeout=30) as client:
+                final, seen = await follow_job(client, job_id, {"completed", "failed"})
+        assert final["status"] == "completed", final
+        progress = [before["progress"], *(j["progress"] for j in seen)]
+        assert before["progress"] > 50
+        assert progress == sorted(progress), f"progress went backwards: {progress}"
 
 
 async def test_a_job_completes_after_its_websocket_drops_mid_run(tmp_path, make_settings):

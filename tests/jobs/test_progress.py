@@ -68,3 +68,28 @@ def test_cached_nodes_do_not_make_the_eta_optimistic(graph):
     assert p.eta_s is None  # nothing has run yet: no rate to estimate from
     p.executing("3")
     assert p.eta_s is None
+
+
+def test_a_tracker_resumed_mid_run_agrees_with_one_that_saw_everything(graph):
+    """After a proxy restart the tracker sees only the rest of the run; the nodes a running
+    node depends on are done, so both trackers show the same figure and never go back."""
+    full = ProgressTracker(graph)
+    full.started()
+    for node in ("39", "55", "38", "6", "7", "37", "60", "48", "3"):
+        full.executing(node)
+    for step in range(1, 4):
+        full.progress("3", step, 8)
+
+    resumed = ProgressTracker(graph, percent=full.percent)
+    resumed.resumed("sampling", 3, 8)
+    assert resumed.snapshot()["progress"] == full.percent and resumed.stage == "sampling"
+    for tracker in (full, resumed):
+        tracker.progress("3", 4, 8)
+        tracker.progress("3", 5, 8)
+    assert resumed.percent == full.percent > 40
+    assert resumed.eta_s is not None  # a rate from the steps seen since resuming
+
+    late = ProgressTracker(graph, percent=60.0)  # re-attached during the (quiet) decode
+    late.resumed("decoding", None, None)
+    late.executing("57")
+    assert late.percent > 80 and late.stage == "saving video"

@@ -14,8 +14,14 @@ from proxy.media.join import choose_mode, join_videos, join_videos_sync, part_in
 from proxy.media.probe import probe_video_sync
 
 
-def make_video(path: Path, levels: list[int], width: int = 64, height: int = 64,
-               fps: int = 8, preset: str = "ultrafast") -> Path:
+def make_video(
+    path: Path,
+    levels: list[int],
+    width: int = 64,
+    height: int = 64,
+    fps: int = 8,
+    preset: str = "ultrafast",
+) -> Path:
     """An H.264 MP4 whose frame i is flat grey at `levels[i]` (so order can be checked)."""
     with av.open(str(path), "w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=fps)
@@ -30,8 +36,7 @@ def make_video(path: Path, levels: list[int], width: int = 64, height: int = 64,
 
 def grey_levels(path: Path) -> list[int]:
     with av.open(str(path)) as container:
-        return [round(float(f.to_ndarray(format="gray").mean()))
-                for f in container.decode(video=0)]
+        return [round(float(f.to_ndarray(format="gray").mean())) for f in container.decode(video=0)]
 
 
 def close(got: list[int], want: list[int]) -> bool:

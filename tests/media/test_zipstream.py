@@ -45,8 +45,10 @@ async def write_archive(plan, dest: Path) -> list[int]:
 
 
 async def test_large_files_stream_in_bounded_chunks_and_memory(tmp_path):
-    files = [random_file(tmp_path / f"v{i}.mp4", size) for i, size in
-             enumerate((24 * MiB, 1, 0, 17 * MiB + 3))]
+    files = [
+        random_file(tmp_path / f"v{i}.mp4", size)
+        for i, size in enumerate((24 * MiB, 1, 0, 17 * MiB + 3))
+    ]
     entries = [ZipEntry(f"job_{i}_{p.stem}.mp4", p) for i, p in enumerate(files)]
     plan = await plan_zip(entries, chunk_bytes=256 * 1024)
 

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 import httpx
+import pytest
 
 from comfyui.standin import start_standin
 
@@ -63,7 +64,12 @@ async def test_node_fault_always_with_a_dotted_type(
         _, messages, _ = await run(client, ws, image_video_graph(color=color))
         assert messages[-3]["data"]["exception_type"] == "comfy.model_patcher.PatchError"
     cleared = await client.delete("/_standin/faults")
-    assert cleared.json()["faults"] == {"node": [], "prompt_delay_s": 0.0, "exit_after_step": None}
+    assert cleared.json()["faults"] == {
+        "node": [],
+        "http": [],
+        "prompt_delay_s": 0.0,
+        "exit_after_step": None,
+    }
     _, messages, _ = await run(client, ws, image_video_graph(color=3))
     assert "execution_success" in types_of(messages)
 
@@ -166,6 +172,10 @@ async def test_control_route_validation(client: httpx.AsyncClient) -> None:
         ("/_standin/faults/slow", {"class_type": "KSampler"}),
         ("/_standin/faults/prompt_delay", {"seconds": -1}),
         ("/_standin/faults/exit", {"after_step": 0}),
+        ("/_standin/faults/http_error", {}),
+        ("/_standin/faults/http_error", {"path": "/prompt", "status": 200}),
+        ("/_standin/faults/http_error", {"path": "/_standin/state"}),
+        ("/_standin/faults/slow_route", {"path": "/queue"}),
         ("/_standin/step_seconds", {}),
     ]:
         response = await client.post(path, json=body)
@@ -203,3 +213,36 @@ async def test_several_faults_at_once_and_aliases(
     sock = await ws_factory("alias")
     assert (await client.post("/_standin/drop_websockets")).json() == {"dropped": 1}
     await asyncio.wait_for(sock.closed.wait(), WAIT_S)
+
+
+async def test_http_error_fault_answers_like_a_failing_comfyui(client: httpx.AsyncClient) -> None:
+    armed = await client.post(
+        "/_standin/faults/http_error", json={"path": "/api/prompt", "times": 2}
+    )
+    assert armed.json()["faults"]["http"] == [
+        {"method": "POST", "path": "/prompt", "status": 500, "times": 2, "delay_s": 0.0}
+    ]
+    for path in ("/prompt", "/api/prompt"):  # both spellings of the route, once each
+        failed = await client.post(path, json={"prompt": t2v_graph(steps=1)})
+        assert failed.status_code == 500
+        assert failed.text == "500 Internal Server Error\n\nServer got itself in trouble"
+    assert (await client.get("/queue")).json() == {"queue_running": [], "queue_pending": []}
+    assert (await client.get("/_standin/state")).json()["faults"]["http"] == []
+    accepted = await client.post("/prompt", json={"prompt": t2v_graph(steps=1)})
+    assert accepted.status_code == 200 and "prompt_id" in accepted.json()
+
+    await client.post(
+        "/_standin/faults/http_error",
+        json={"path": "/upload/image", "status": 413, "times": None},
+    )
+    for _ in range(2):  # `times: null` hits every request
+        refused = await client.post("/upload/image", files={"image": ("a.png", b"x")})
+        assert (refused.status_code, refused.text) == (413, "413: Request Entity Too Large")
+    assert (await client.get("/queue")).status_code == 200  # other routes untouched
+
+
+async def test_slow_route_fault_answers_late_but_normally(client: httpx.AsyncClient) -> None:
+    await client.post("/_standin/faults/slow_route", json={"path": "/queue", "seconds": 0.3})
+    with pytest.raises(httpx.ReadTimeout):  # the client gives up first ...
+        await client.get("/api/queue", timeout=0.05)
+    assert (await client.get("/queue")).json() == {"queue_running": [], "queue_pending": []}
