@@ -29,6 +29,7 @@ from proxy.jobs.service import JobService
 from proxy.jobs.store import JobStore
 from proxy.jobs.writer import JobWriter
 from proxy.media.storage import OutputStore
+from proxy.media.uploads import sweep_partial_uploads
 from proxy.modelfiles import DownloadManager
 from proxy.modelfiles.manifest import Manifest
 from proxy.modelfiles.presence import compute_presence
@@ -95,6 +96,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     for folder in (settings.data_dir, settings.outputs_path, settings.uploads_path):
         await anyio.Path(folder).mkdir(parents=True, exist_ok=True)
+    await sweep_partial_uploads(settings.uploads_path)
     db = Database(settings.db_url)
     await db.create_all()
     registry = load_registry(settings.workflows_dir)

@@ -487,3 +487,16 @@ async def discard(records: Iterable[Mapping[str, Any]], uploads_dir: Path) -> No
             stored = record.get("stored")
             if stored and "/" not in stored and "\\" not in stored:
                 await anyio.Path(uploads_dir / stored).unlink(missing_ok=True)
+
+
+async def sweep_partial_uploads(uploads_dir: Path) -> int:
+    """Remove the `.part` files a killed process left behind (at startup, when no upload can
+    be under way); the number removed."""
+    removed = 0
+    async for entry in anyio.Path(uploads_dir).iterdir():
+        if entry.name.endswith(".part"):
+            await entry.unlink(missing_ok=True)
+            removed += 1
+    if removed:
+        log.info("removed %d unfinished upload(s) from %s", removed, uploads_dir)
+    return removed

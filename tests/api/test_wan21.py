@@ -159,6 +159,16 @@ async def test_no_backend_is_503(tmp_path: Path) -> None:
         assert (await api.client.get("/api/jobs")).json()["total"] == 0
 
 
+async def test_uploads_a_killed_proxy_left_unfinished_are_removed_at_start(tmp_path: Path) -> None:
+    uploads = tmp_path / "data" / "uploads"
+    uploads.mkdir(parents=True)
+    (uploads / "0123abcd.part").write_bytes(b"half an upload")
+    (uploads / "4567cdef.png").write_bytes(png_bytes())  # a finished one, kept for its job
+    settings = Settings(data_dir=tmp_path / "data", comfyui_urls=["http://127.0.0.1:9"])
+    async with running(settings, wait_up=False):
+        assert sorted(p.name for p in uploads.iterdir()) == ["4567cdef.png"]
+
+
 # -- text to video -------------------------------------------------------------------------
 
 
