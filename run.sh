@@ -38,6 +38,12 @@ case "${1:-}" in
         shift
         setup test
         ensure_chromium
+        if [ $# -eq 0 ]; then
+            # The whole check: any finding fails it, before a test runs.
+            echo "==> ruff check"; .venv/bin/ruff check .
+            echo "==> ruff format --check"; .venv/bin/ruff format --check .
+            echo "==> mypy (strict, proxy/)"; .venv/bin/mypy
+        fi
         exec .venv/bin/python -m pytest "$@"
         ;;
     ""|up|serve)

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 
 from proxy.settings import Settings
-from tests.support import ProxyServer, proxy_server
+from proxy.testing import ProxyServer, proxy_server
 
 SMALL = {"width": 128, "height": 128, "length": 17, "steps": 8, "fps": 16}
 

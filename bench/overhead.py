@@ -15,8 +15,8 @@ import httpx
 import websockets
 
 from bench.common import SMALL, proxy_for, run_jobs
+from proxy.testing import REPO_ROOT, standin_process
 from proxy.workflows import load_registry
-from tests.support import REPO_ROOT, standin_process
 
 ROUNDS = 5
 

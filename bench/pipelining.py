@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 
 from bench.common import proxy_for, run_jobs
-from tests.support import standin_process
+from proxy.testing import standin_process
 
 JOBS = 6
 STEP_S = 0.05

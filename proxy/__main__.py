@@ -6,13 +6,51 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import sys
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
+from typing import Any
 
 import uvicorn
+from pydantic import ValidationError
 
-from proxy.settings import ENV_VARS, Settings
+from proxy.auth import ExposureRefused, exposure_notice
+from proxy.settings import Settings, env_help
+
+
+@dataclass(frozen=True)
+class SettingsFlag:
+    """A flag that sets one settings field; its variable and default come from the field."""
+
+    flag: str
+    field: str
+    text: str
+    options: dict[str, Any] = dataclass_field(default_factory=dict)
+
+
+SETTINGS_FLAGS = (
+    SettingsFlag("--host", "host", "address to listen on"),
+    SettingsFlag("--port", "port", "port", {"type": int}),
+    SettingsFlag(
+        "--comfyui",
+        "comfyui_urls",
+        "a ComfyUI base URL; repeat for several GPUs",
+        {"action": "append", "metavar": "URL"},
+    ),
+    SettingsFlag(
+        "--comfyui-dir", "comfyui_dir", "a ComfyUI checkout to start, `up` only", {"type": Path}
+    ),
+    SettingsFlag("--data-dir", "data_dir", "database, uploads and state", {"type": Path}),
+    SettingsFlag("--output-dir", "output_dir", "where videos are stored", {"type": Path}),
+    SettingsFlag("--database-url", "database_url", "SQLAlchemy URL, e.g. postgresql+asyncpg://..."),
+    SettingsFlag(
+        "--log-level",
+        "log_level",
+        "log verbosity",
+        {"choices": ["debug", "info", "warning", "error"]},
+    ),
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,43 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     ):
         cmd = sub.add_parser(name, help=text, description=text)
-        env = ENV_VARS
-        cmd.add_argument(
-            "--host", help=f"address to listen on (env {env['host']}; default 0.0.0.0)"
-        )
-        cmd.add_argument("--port", type=int, help=f"port (env {env['port']}; default 8189)")
-        cmd.add_argument(
-            "--comfyui",
-            action="append",
-            metavar="URL",
-            help=f"a ComfyUI base URL; repeat for several GPUs (env {env['comfyui_urls']}, "
-            "comma-separated; default http://127.0.0.1:8188)",
-        )
-        cmd.add_argument(
-            "--comfyui-dir",
-            type=Path,
-            help=f"a ComfyUI checkout to start (`up` only; env {env['comfyui_dir']})",
-        )
-        cmd.add_argument(
-            "--data-dir",
-            type=Path,
-            help=f"database, uploads and state (env {env['data_dir']}; default ./data)",
-        )
-        cmd.add_argument(
-            "--output-dir",
-            type=Path,
-            help=f"where videos are stored (env {env['output_dir']}; default DATA_DIR/outputs)",
-        )
-        cmd.add_argument(
-            "--database-url",
-            help=f"SQLAlchemy URL, e.g. postgresql+asyncpg://... (env {env['database_url']}; "
-            "default SQLite in DATA_DIR)",
-        )
-        cmd.add_argument(
-            "--log-level",
-            choices=["debug", "info", "warning", "error"],
-            help=f"(env {env['log_level']}; default info)",
-        )
+        for flag in SETTINGS_FLAGS:
+            cmd.add_argument(
+                flag.flag,
+                dest=flag.field,
+                help=f"{flag.text} ({env_help(flag.field)})",
+                **flag.options,
+            )
         cmd.add_argument(
             "--standin-step-seconds",
             type=float,
@@ -76,16 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_from_args(args: argparse.Namespace, **extra: object) -> Settings:
-    values: dict[str, object] = {
-        "host": args.host,
-        "port": args.port,
-        "comfyui_urls": args.comfyui,
-        "comfyui_dir": args.comfyui_dir,
-        "data_dir": args.data_dir,
-        "output_dir": args.output_dir,
-        "database_url": args.database_url,
-        "log_level": args.log_level,
-    }
+    """The environment, overridden by the flags given, overridden by `extra`."""
+    values = {flag.field: getattr(args, flag.field) for flag in SETTINGS_FLAGS}
     return Settings.from_env(**{**values, **extra})
 
 
@@ -95,6 +95,8 @@ def configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # The proxy logs what a migration does; Alembic's own step-by-step lines are noise.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 async def serve(settings: Settings) -> None:
@@ -113,13 +115,13 @@ async def serve(settings: Settings) -> None:
     await uvicorn.Server(config).serve()
 
 
-async def up(args: argparse.Namespace) -> None:
+async def up(args: argparse.Namespace, settings: Settings) -> None:
     from proxy.launcher import launch_comfyui, launch_standin
 
-    settings = settings_from_args(args)
     child = None
     try:
-        if args.comfyui or os.environ.get("COMFYUI_URL"):
+        # Given by a flag or COMFYUI_URL, as opposed to the default.
+        if "comfyui_urls" in settings.model_fields_set:
             logging.getLogger("proxy").info("using ComfyUI at %s", ", ".join(settings.comfyui_urls))
         elif settings.comfyui_dir:
             child = await launch_comfyui(
@@ -142,9 +144,26 @@ async def up(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    configure_logging(args.log_level or os.environ.get("LOG_LEVEL") or "info")
-    runner = serve(settings_from_args(args)) if args.command == "serve" else up(args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+    except ValidationError as exc:
+        parser.error(f"invalid settings (flags or environment): {exc}")
+    configure_logging(settings.log_level)
+    try:
+        notice = exposure_notice(
+            settings.host,
+            bool(settings.api_keys or settings.admin_api_keys),
+            settings.allow_no_auth,
+        )
+    except ExposureRefused as exc:
+        print(f"fastwan-proxy: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    logging.getLogger("proxy").log(
+        logging.WARNING if notice.startswith("WARNING") else logging.INFO, "%s", notice
+    )
+    runner = serve(settings) if args.command == "serve" else up(args, settings)
     try:
         asyncio.run(runner)
     except KeyboardInterrupt:

@@ -5,38 +5,40 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import anyio
 import httpx
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import SQLAlchemyError
 
 from proxy import __version__
 from proxy.api import build_router
 from proxy.api.errors import install_error_handlers
-from proxy.batches import BatchService, BatchStore  # batches & scenes (wiring)
+from proxy.api.limits import BodyLimit
+from proxy.auth import Auth, session_secret
+from proxy.batches import BatchService, BatchStore
 from proxy.comfy import SocketState
 from proxy.db import Database
-from proxy.errors import ComfyError
 from proxy.jobs.backends import Backend, BackendPool
 from proxy.jobs.bus import EventBus
 from proxy.jobs.dispatcher import Dispatcher
 from proxy.jobs.service import JobService
 from proxy.jobs.store import JobStore
 from proxy.jobs.writer import JobWriter
+from proxy.media.inputs import InputStore
 from proxy.media.storage import OutputStore
 from proxy.media.uploads import sweep_partial_uploads
-from proxy.modelfiles import DownloadManager
-from proxy.modelfiles.manifest import Manifest
-from proxy.modelfiles.presence import compute_presence
+from proxy.modelfiles import DownloadManager, ManifestError
+from proxy.modelfiles.presence import ModelPresence
 from proxy.prompts import PromptTools
 from proxy.services import Services
 from proxy.settings import Settings
-from proxy.workflows import load_registry
+from proxy.workflows import WorkflowRegistry, load_registry
 
 log = logging.getLogger("proxy")
 
@@ -56,53 +58,53 @@ async def stable_client_id(data_dir: Path) -> str:
     return value
 
 
-async def model_listing(pool: BackendPool, manifest: Manifest) -> dict[str, list[str]]:
-    """The model files ComfyUI itself reports, per folder the manifest uses (asked, not
-    guessed: ComfyUI's GET /models/{folder}). A folder ComfyUI lacks counts as empty."""
-    backend = (pool.up() or pool.backends)[0]
-    folders = sorted({m.folder for m in manifest.models})
-    return {f: (await backend.client.list_models(f)) or [] for f in folders}
-
-
-async def workflow_readiness(pool: BackendPool, manifest: Manifest) -> dict[str, dict[str, Any]]:
-    """Per workflow: whether every model file it needs is present in ComfyUI."""
+async def _model_files(
+    stack: AsyncExitStack, settings: Settings, db: Database, pool: BackendPool
+) -> tuple[DownloadManager | None, ModelPresence | None, str | None]:
+    """Model downloads and presence checks. Optional: when they cannot start (a broken
+    manifest, say) the proxy serves jobs anyway and the model-file routes say why."""
+    # A download client of its own (long streams; nothing of ComfyUI's leaks there).
+    http = await stack.enter_async_context(
+        httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=15.0))
+    )
+    downloads = DownloadManager(db, settings, http)
     try:
-        listing: dict[str, list[str]] | None = await model_listing(pool, manifest)
-    except ComfyError:
-        listing = None  # unknown, not absent
-    report = compute_presence(manifest, listing)
-    result = {}
-    for name in manifest.workflows:
-        readiness = report.workflows[name]
-        result[name] = {
-            "ready": readiness.ready,
-            "missing": readiness.missing,
-            "files": [
-                {
-                    "id": m.id,
-                    "filename": m.filename,
-                    "folder": m.folder,
-                    "present": report.models.get(m.id),
-                    "approx_size": m.approx_size,
-                }
-                for m in manifest.required_for(name)
-            ],
-        }
-    return result
+        await downloads.start()
+    except (ManifestError, OSError, SQLAlchemyError) as exc:
+        log.error("model files unavailable: %s", exc)
+        return None, None, f"model files are unavailable: {exc}"
+    stack.push_async_callback(downloads.close)
+    return downloads, ModelPresence(downloads.manifest, pool.model_listing), None
 
 
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    settings: Settings = app.state.settings
+def lifespan_for(
+    settings: Settings, registry: WorkflowRegistry, auth: Auth
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            app.state.services = await _start(stack, settings, registry, auth)
+            yield
+
+    return lifespan
+
+
+async def _start(
+    stack: AsyncExitStack, settings: Settings, registry: WorkflowRegistry, auth: Auth
+) -> Services:
+    """Open every long-lived service in order; the stack closes them in reverse, also when
+    one of them fails to open."""
     for folder in (settings.data_dir, settings.outputs_path, settings.uploads_path):
         await anyio.Path(folder).mkdir(parents=True, exist_ok=True)
     await sweep_partial_uploads(settings.uploads_path)
     db = Database(settings.db_url)
-    await db.create_all()
-    registry = load_registry(settings.workflows_dir)
-    http = httpx.AsyncClient(
-        timeout=httpx.Timeout(
-            settings.comfy_http_timeout_s, connect=settings.comfy_connect_timeout_s
+    stack.push_async_callback(db.close)
+    await db.migrate()
+    http = await stack.enter_async_context(
+        httpx.AsyncClient(
+            timeout=httpx.Timeout(
+                settings.comfy_http_timeout_s, connect=settings.comfy_connect_timeout_s
+            )
         )
     )
     bus = EventBus()
@@ -110,18 +112,19 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     writer = JobWriter(store, bus)
     outputs = OutputStore(settings.outputs_path)
     await outputs.prepare()
+    inputs = InputStore(db, settings.uploads_path, settings.max_upload_bytes)
     client_id = await stable_client_id(settings.data_dir)
-    dispatcher_ref: list[Dispatcher] = []
+    dispatcher: Dispatcher | None = None
 
     async def on_state(backend: Backend, state: SocketState) -> None:
-        if dispatcher_ref:
-            await dispatcher_ref[0].on_backend_state(backend, state)
+        if dispatcher is not None:
+            await dispatcher.on_backend_state(backend, state)
 
     pool = BackendPool.build(settings, http, client_id, on_state)
+    stack.push_async_callback(pool.close)
     dispatcher = Dispatcher(
         settings=settings, store=store, writer=writer, pool=pool, registry=registry, outputs=outputs
     )
-    dispatcher_ref.append(dispatcher)
     jobs = JobService(
         settings=settings,
         store=store,
@@ -130,40 +133,23 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         registry=registry,
         dispatcher=dispatcher,
         outputs=outputs,
+        inputs=inputs,
     )
-    services = Services(
-        settings=settings,
-        db=db,
-        http=http,
-        registry=registry,
-        bus=bus,
-        pool=pool,
-        dispatcher=dispatcher,
-        jobs=jobs,
-        outputs=outputs,
-    )
-    app.state.services = services
-    # Model files: a download client of its own (long streams; nothing of ComfyUI's leaks).
-    downloads_http = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=15.0))
-    downloads = DownloadManager(db, settings, downloads_http)
-    await downloads.start()
-    app.state.downloads = downloads
-    app.state.model_presence = lambda: model_listing(pool, downloads.manifest)
-    services.extras["downloads"] = downloads
-    services.extras["presence"] = lambda: workflow_readiness(pool, downloads.manifest)
+    problems: dict[str, str] = {}
+    downloads, presence, problem = await _model_files(stack, settings, db, pool)
+    if problem:
+        problems["model_files"] = problem
     # Prompt tools talk to an LLM: their own HTTP client, so nothing of ComfyUI's leaks there.
-    llm_http = httpx.AsyncClient()
-    app.state.prompt_tools = PromptTools.from_settings(settings, http=llm_http, db=db)
-    # -- batches & scenes (wiring) --
+    llm_http = await stack.enter_async_context(httpx.AsyncClient())
+    prompt_tools = PromptTools.from_settings(settings, http=llm_http, db=db)
     batches = BatchService(
         settings=settings, store=BatchStore(db), jobs=jobs, bus=bus, outputs=outputs
     )
-    services.extras["batches"] = batches
-    app.state.save_scene_session = batches.save_scene_session
     await batches.start()
-    # -- end batches & scenes --
+    stack.push_async_callback(batches.close)
     pool.start()
     await dispatcher.start()
+    stack.push_async_callback(dispatcher.close)
     log.info(
         "FastWAN proxy %s ready: workflows=%s backends=%s%s",
         __version__,
@@ -171,21 +157,36 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ",".join(settings.comfyui_urls),
         " (STAND-IN: synthetic test-pattern videos)" if settings.standin else "",
     )
-    try:
-        yield
-    finally:
-        await batches.close()  # batches & scenes (wiring)
-        await downloads.close()
-        await downloads_http.aclose()
-        await dispatcher.close()
-        await pool.close()
-        await http.aclose()
-        await llm_http.aclose()
-        await db.close()
+    return Services(
+        settings=settings,
+        auth=auth,
+        db=db,
+        registry=registry,
+        bus=bus,
+        pool=pool,
+        dispatcher=dispatcher,
+        jobs=jobs,
+        outputs=outputs,
+        inputs=inputs,
+        batches=batches,
+        prompt_tools=prompt_tools,
+        downloads=downloads,
+        presence=presence,
+        problems=problems,
+    )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
+    # Read here, before serving: the routers' request models are derived from it, and a bad
+    # key entry must stop the start, not the first request.
+    registry = load_registry(settings.workflows_dir)
+    auth = Auth.from_settings(
+        settings.api_keys,
+        settings.admin_api_keys,
+        session_secret(settings.session_secret, settings.data_dir),
+        settings.session_ttl_s,
+    )
     app = FastAPI(
         title="FastWAN proxy",
         version=__version__,
@@ -193,12 +194,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "A durable async API in front of ComfyUI for FastWAN 2.2-5B video generation, "
             "with drop-in compatibility for five existing video APIs."
         ),
-        lifespan=lifespan,
+        lifespan=lifespan_for(settings, registry, auth),
+        # Served by the API router below, behind the same keys as everything else.
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
-    app.state.settings = settings
-    app.state.index_html = STATIC_DIR / "index.html"
     install_error_handlers(app)
-    app.include_router(build_router())
+    app.add_middleware(BodyLimit, max_bytes=settings.max_json_bytes)
+    app.include_router(build_router(registry, settings))
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=[
+                "Authorization",
+                "X-API-Key",
+                "Content-Type",
+                "Last-Event-ID",
+                "Idempotency-Key",
+                "Prefer",
+            ],
+        )
     if STATIC_DIR.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

@@ -2,7 +2,8 @@
 
 SQLite (one file in the data dir, WAL) by default; PostgreSQL when `DATABASE_URL` says
 `postgresql+asyncpg://...`, so several proxies can share one queue. Every table lives on the
-one `metadata` below; modules that own a table declare it next to their store.
+one `metadata` below; modules that own a table declare it next to their store, and every
+change to one comes with a revision in `proxy.migrations`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class Database:
         if schema:
             parsed = parsed.difference_update_query(["schema"])
         self.url = url
+        self.schema = str(schema) if schema else None
         self.is_sqlite = parsed.drivername.startswith("sqlite")
         kwargs: dict[str, object] = {}
         if self.is_sqlite:
@@ -38,14 +40,22 @@ class Database:
             kwargs["pool_pre_ping"] = True
         engine = create_async_engine(parsed, **kwargs)
         if schema:
-            engine = engine.execution_options(schema_translate_map={None: str(schema)})
+            engine = engine.execution_options(schema_translate_map={None: self.schema})
         self.engine: AsyncEngine = engine
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
 
-    async def create_all(self) -> None:
-        async with self.engine.begin() as conn:
-            await conn.run_sync(metadata.create_all)
+    async def migrate(self) -> None:
+        """Bring the schema to the newest revision and check it matches `metadata`; raises
+        `proxy.migrations.MigrationError` if it cannot (see that package for how)."""
+        # Imported here: the migrations import every store, and every store imports this.
+        from proxy.migrations import migrate
+
+        await migrate(self.engine, self.schema)
+
+    # The old name, still used by the lifespan and tests; `metadata.create_all` never altered
+    # an existing table, so it now migrates too.
+    create_all = migrate
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:

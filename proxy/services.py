@@ -1,19 +1,25 @@
-"""The long-lived things the lifespan owns, handed to routes through one dependency."""
+"""The long-lived things the lifespan owns, as one typed container handed to routes through
+one dependency (`get_services`); tests replace it, or one of the accessors built on it in
+`proxy.api.deps`, through `app.dependency_overrides`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
-import httpx
-from fastapi import Request
+from starlette.requests import HTTPConnection
 
+from proxy.auth import Auth
+from proxy.batches import BatchService
 from proxy.db import Database
 from proxy.jobs.backends import BackendPool
 from proxy.jobs.bus import EventBus
 from proxy.jobs.dispatcher import Dispatcher
 from proxy.jobs.service import JobService
+from proxy.media.inputs import InputStore
 from proxy.media.storage import OutputStore
+from proxy.modelfiles import DownloadManager
+from proxy.modelfiles.presence import ModelPresence
+from proxy.prompts import PromptTools
 from proxy.settings import Settings
 from proxy.workflows import WorkflowRegistry
 
@@ -21,16 +27,25 @@ from proxy.workflows import WorkflowRegistry
 @dataclass
 class Services:
     settings: Settings
+    auth: Auth
     db: Database
-    http: httpx.AsyncClient
     registry: WorkflowRegistry
     bus: EventBus
     pool: BackendPool
     dispatcher: Dispatcher
     jobs: JobService
     outputs: OutputStore
-    extras: dict[str, Any] = field(default_factory=dict)
+    inputs: InputStore
+    batches: BatchService
+    prompt_tools: PromptTools
+    # Model files need the manifest (comfyui/models.json): when it cannot be loaded the proxy
+    # still serves jobs, and these say why model-file routes answer 503.
+    downloads: DownloadManager | None
+    presence: ModelPresence | None
+    problems: dict[str, str] = field(default_factory=dict)
 
 
-def get_services(request: Request) -> Services:
-    return request.app.state.services  # type: ignore[no-any-return]
+def get_services(connection: HTTPConnection) -> Services:
+    """The app's services (HTTP requests and websockets alike)."""
+    services: Services = connection.app.state.services
+    return services

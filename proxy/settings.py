@@ -1,56 +1,90 @@
 """One typed settings object, built in the app factory from the environment and the CLI.
 
-Every option has an environment variable; the CLI (`python -m proxy serve`) overrides it.
-Tests build `Settings(...)` directly.
+Every field has an environment variable: its name in upper case (`LLM_TIMEOUT_S`), or the
+`validation_alias` it declares (`PROXY_HOST`, `COMFYUI_URL`); empty variables count as unset
+and list fields take comma-separated values. The CLI (`python -m proxy serve`) overrides them.
+
+`Settings(...)` reads only its arguments, so tests and benchmarks never pick up whatever the
+shell or CI exports; `Settings.from_env()` (the app factory, the CLI) reads the environment.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Any, get_origin
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+from pydantic_settings.sources.utils import parse_env_vars
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-# (field, environment variable). Kept in one table so the CLI help, the README table and the
-# environment reader cannot drift apart.
-ENV_VARS: dict[str, str] = {
-    "host": "PROXY_HOST",
-    "port": "PORT",
-    "comfyui_urls": "COMFYUI_URL",
-    "comfyui_dir": "COMFYUI_DIR",
-    "data_dir": "DATA_DIR",
-    "output_dir": "OUTPUT_DIR",
-    "database_url": "DATABASE_URL",
-    "log_level": "LOG_LEVEL",
-    "workflows_dir": "WORKFLOWS_DIR",
-    "max_upload_bytes": "MAX_UPLOAD_BYTES",
-    "max_active_jobs_per_client": "MAX_ACTIVE_JOBS_PER_CLIENT",
-    "api_keys": "API_KEYS",
-    "llm_base_url": "LLM_BASE_URL",
-    "llm_model": "LLM_MODEL",
-    "llm_api_key": "LLM_API_KEY",
-    "llm_timeout_s": "LLM_TIMEOUT_S",
-    "llm_max_concurrency": "LLM_MAX_CONCURRENCY",
-    "hf_endpoint": "HF_ENDPOINT",
-    "models_dir": "MODELS_DIR",
-    "max_batch_size": "MAX_BATCH_SIZE",
-    "backend_down_timeout_s": "BACKEND_DOWN_TIMEOUT_S",
-    "job_stall_timeout_s": "JOB_STALL_TIMEOUT_S",
-}
+
+@dataclass(frozen=True)
+class WhenUnset:
+    """Field metadata: what leaving an optional field unset means, for help texts."""
+
+    meaning: str
 
 
-class Settings(BaseModel):
+# The environment `Settings(...)` reads: none, except inside `Settings.from_env`.
+_environ: ContextVar[Mapping[str, str] | None] = ContextVar("settings_environ", default=None)
+
+
+class _MappingEnvSource(EnvSettingsSource):
+    """pydantic-settings' environment source, reading a given mapping instead of os.environ."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ  # before super().__init__, which loads the variables
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        parsed = parse_env_vars(
+            self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str
+        )
+        # validate_by_name makes the source try a field's own name as well; a field with an
+        # alias must be read from the alias only (`HOST` is not the listen address).
+        aliased = {
+            name if self.case_sensitive else name.lower()
+            for name, info in self.settings_cls.model_fields.items()
+            if isinstance(info.validation_alias, str)
+        }
+        return {key: value for key, value in parsed.items() if key not in aliased}
+
+
+class Settings(BaseSettings):
     """Everything the proxy can be told. Units are in the names (`_s`, `_bytes`)."""
 
-    host: str = "0.0.0.0"
+    model_config = SettingsConfigDict(
+        env_ignore_empty=True,
+        # Fields with an alias (their variable) are still set by name: Settings(host=...).
+        validate_by_name=True,
+        # As before pydantic-settings: unknown keyword arguments are ignored.
+        extra="ignore",
+    )
+
+    # `HOST` is set by some shells (zsh) to the machine name, so the listen address has its own.
+    # Loopback by default: a non-loopback address needs API keys (or ALLOW_NO_AUTH=1).
+    host: str = Field("127.0.0.1", validation_alias="PROXY_HOST")
     port: int = 8189
-    comfyui_urls: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:8188"])
+    comfyui_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["http://127.0.0.1:8188"], validation_alias="COMFYUI_URL"
+    )
     comfyui_dir: Path | None = None
     data_dir: Path = REPO_ROOT / "data"
-    output_dir: Path | None = None
-    database_url: str | None = None
+    output_dir: Annotated[Path | None, WhenUnset("DATA_DIR/outputs")] = None
+    database_url: Annotated[str | None, WhenUnset("SQLite in DATA_DIR")] = None
     log_level: str = "info"
     workflows_dir: Path = REPO_ROOT / "workflows"
     default_workflow: str = "fastwan_t2v"
@@ -77,8 +111,22 @@ class Settings(BaseModel):
     # Requests.
     max_upload_bytes: int = 100 * 1024 * 1024
     max_active_jobs_per_client: int = 2
-    api_keys: list[str] = Field(default_factory=list)
     max_batch_size: int = 8
+    # The largest JSON request body read (uploads have their own limit).
+    max_json_bytes: int = 1_000_000
+
+    # Who may use the proxy. `name:key` or a bare key, comma-separated; with none configured
+    # the proxy is open to whoever reaches it (and listens on loopback only by default).
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Keys that see and act on everything, and alone start model downloads.
+    admin_api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Serve a non-loopback address without keys (a warning on every start).
+    allow_no_auth: bool = False
+    # Web pages on other origins allowed to call the API (CORS); none by default.
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Signs the web UI's session cookies; kept in DATA_DIR when not given.
+    session_secret: str | None = None
+    session_ttl_s: float = 7 * 24 * 3600
 
     # Prompt tools (any OpenAI-compatible chat completions endpoint).
     llm_base_url: str | None = None
@@ -88,12 +136,13 @@ class Settings(BaseModel):
     llm_max_concurrency: int = 4
 
     # Model downloads.
-    hf_endpoint: str | None = None
-    models_dir: Path | None = None
+    hf_endpoint: Annotated[str | None, WhenUnset("huggingface.co")] = None
+    models_dir: Annotated[Path | None, WhenUnset("COMFYUI_DIR/models")] = None
 
-    @field_validator("comfyui_urls", "api_keys", mode="before")
+    @field_validator("comfyui_urls", "api_keys", "admin_api_keys", "cors_origins", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:
+        # NoDecode keeps pydantic-settings from reading these variables as JSON.
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
@@ -117,12 +166,71 @@ class Settings(BaseModel):
         return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'proxy.db'}"
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
-        """Build settings from environment variables, then apply explicit overrides."""
-        env = os.environ if environ is None else environ
-        values: dict[str, object] = {}
-        for field, var in ENV_VARS.items():
-            if env.get(var):
-                values[field] = env[var]
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Only arguments, unless from_env supplies an environment; arguments rank above it.
+        environ = _environ.get()
+        if environ is None:
+            return (init_settings,)
+        return (init_settings, _MappingEnvSource(settings_cls, environ))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Build settings from environment variables (`os.environ` unless given), then apply
+        the overrides that are not None (unset CLI flags arrive as None)."""
+        # Any: the values are validated by the model, not by the type checker.
+        values: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
+        with _reading(os.environ if environ is None else environ):
+            return cls(**values)
+
+
+@contextmanager
+def _reading(environ: Mapping[str, str]) -> Iterator[None]:
+    token = _environ.set(environ)
+    try:
+        yield
+    finally:
+        _environ.reset(token)
+
+
+def env_var(field: str) -> str:
+    """The environment variable a settings field is read from."""
+    alias = Settings.model_fields[field].validation_alias
+    return alias if isinstance(alias, str) else field.upper()
+
+
+def default_text(field: str) -> str | None:
+    """A field's default as a person would write it (`./data`, `a,b`), or None for none."""
+    info = Settings.model_fields[field]
+    for meta in info.metadata:
+        if isinstance(meta, WhenUnset):
+            return meta.meaning
+    value = info.get_default(call_default_factory=True)
+    if value is None or value == []:
+        return None
+    if isinstance(value, Path):
+        return (
+            f"./{value.relative_to(REPO_ROOT)}" if value.is_relative_to(REPO_ROOT) else str(value)
+        )
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def env_help(field: str) -> str:
+    """`env COMFYUI_URL, comma-separated; default http://127.0.0.1:8188`, for CLI help."""
+    text = f"env {env_var(field)}"
+    if get_origin(Settings.model_fields[field].annotation) is list:
+        text += ", comma-separated"
+    default = default_text(field)
+    return f"{text}; default {default}" if default is not None else text
+
+
+# Field → environment variable, derived from the fields (for docs and older callers).
+ENV_VARS: dict[str, str] = {name: env_var(name) for name in Settings.model_fields}

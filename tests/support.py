@@ -1,139 +1,46 @@
-"""Real servers on loopback ports for the end-to-end layers: the stand-in ComfyUI as a child
-process (the proxy meets it only over HTTP and websockets) and the proxy under uvicorn.
-
-Readiness is never waited for with sleeps: the stand-in prints one READY line, and the proxy
-is served on a socket bound before the server starts, so early clients simply queue.
-"""
+"""Test helpers: the loopback servers (shared with the benchmarks, in `proxy.testing`) and the
+rule for material from `../shared`."""
 
 from __future__ import annotations
 
-import asyncio
 import os
-import selectors
-import socket
-import subprocess
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-import uvicorn
+import pytest
 
-from proxy.app import create_app
-from proxy.launcher import standin_command
-from proxy.settings import Settings
+from proxy.testing import (
+    MANIFEST,
+    REPO_ROOT,
+    ProxyServer,
+    StandinProcess,
+    bound_socket,
+    follow_job,
+    proxy_server,
+    standin_process,
+)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-MANIFEST = REPO_ROOT / "comfyui" / "models.json"
+__all__ = [
+    "MANIFEST",
+    "REPO_ROOT",
+    "ProxyServer",
+    "StandinProcess",
+    "bound_socket",
+    "follow_job",
+    "proxy_server",
+    "require_shared",
+    "standin_process",
+]
 
-
-@dataclass
-class StandinProcess:
-    url: str
-    process: subprocess.Popen[bytes]
-    data_dir: Path
-
-    def control(self, method: str, path: str, **kwargs: object) -> httpx.Response:
-        """Call a stand-in control route (`/_standin/...`)."""
-        response = httpx.request(method, f"{self.url}/_standin/{path}", timeout=10, **kwargs)
-        response.raise_for_status()
-        return response
-
-
-def _read_ready_line(process: subprocess.Popen[bytes], timeout_s: float) -> str:
-    assert process.stdout is not None
-    with selectors.DefaultSelector() as sel:
-        sel.register(process.stdout, selectors.EVENT_READ)
-        if not sel.select(timeout_s):
-            raise TimeoutError(f"the stand-in printed nothing within {timeout_s} s")
-    return process.stdout.readline().decode().strip()
+SHARED = REPO_ROOT.parent / "shared"
 
 
-@contextmanager
-def standin_process(
-    data_dir: Path,
-    *,
-    step_seconds: float = 0.0,
-    port: int = 0,
-    with_models: bool = True,
-    timeout_s: float = 30.0,
-) -> Iterator[StandinProcess]:
-    cmd = standin_command(data_dir, port, step_seconds, with_models=with_models)
-    process = subprocess.Popen(
-        cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"}
-    )
-    try:
-        line = _read_ready_line(process, timeout_s)
-        if not line.startswith("STANDIN READY "):
-            raise RuntimeError(f"the stand-in did not start: {line!r} (exit {process.poll()})")
-        yield StandinProcess(line.removeprefix("STANDIN READY "), process, data_dir)
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
-
-
-def bound_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
-    sock.set_inheritable(True)
-    return sock
-
-
-@dataclass
-class ProxyServer:
-    url: str
-    settings: Settings
-    app: object
-
-
-@asynccontextmanager
-async def proxy_server(settings: Settings) -> AsyncIterator[ProxyServer]:
-    """The proxy under uvicorn in this event loop, on a free loopback port."""
-    sock = bound_socket()
-    port = sock.getsockname()[1]
-    settings = settings.model_copy(update={"port": port, "host": "127.0.0.1"})
-    app = create_app(settings)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        yield ProxyServer(f"http://127.0.0.1:{port}", settings, app)
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 30)
-        sock.close()
-
-
-async def follow_job(
-    client: httpx.AsyncClient,
-    job_id: str,
-    until: set[str] | Callable[[dict], bool],
-    timeout_s: float = 60.0,
-) -> tuple[dict, list[dict]]:
-    """Follow a job over its SSE stream until its native status is in `until` (or, given a
-    function, until it says so of the job view).
-
-    Returns the final job view and every job view seen on the way (for progress checks).
-    """
-    import json
-
-    seen: list[dict] = []
-    async with asyncio.timeout(timeout_s):
-        async with client.stream("GET", f"/api/jobs/{job_id}/events") as stream:
-            async for line in stream.aiter_lines():
-                if not line.startswith("data: "):
-                    continue
-                job = json.loads(line[6:])["job"]
-                seen.append(job)
-                if until(job) if callable(until) else job["status"] in until:
-                    return job, seen
-    raise AssertionError("the event stream ended before the job did")
+def require_shared(path: Path) -> Path:
+    """`path` under ../shared. Where it is absent the test is skipped (a user's checkout may
+    lack it), except in CI, which always lays ../shared beside the checkout: there a missing
+    one is a failure, so the tests that need it can never pass by not running."""
+    if path.exists():
+        return path
+    message = f"{path} is missing (the shared/ folder beside the checkout)"
+    if os.environ.get("CI"):
+        pytest.fail(f"{message}; CI always has it", pytrace=False)
+    pytest.skip(message, allow_module_level=True)

@@ -1,11 +1,21 @@
-"""HTTP surfaces, assembled in one place: the native API and one thin router per seed."""
+"""HTTP surfaces, assembled in one place: the native API and one thin router per seed.
 
-from fastapi import APIRouter
+Routers whose request models are derived from the workflows are built from the registry.
+Every route depends on `authenticate` (open routes are named in `proxy.api.auth`), the
+OpenAPI document and its pages included."""
 
-from proxy.api import (  # batches & scenes (wiring)
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+
+from proxy.api import (
+    auth,
     batches,
     events,
     fastwan,
+    health,
     modelfiles,
     native,
     portal,
@@ -13,19 +23,43 @@ from proxy.api import (  # batches & scenes (wiring)
     scenes,
     wan21,
 )
+from proxy.settings import Settings
+from proxy.workflows import WorkflowRegistry
 
 
-def build_router() -> APIRouter:
-    router = APIRouter()
-    router.include_router(native.router)
-    router.include_router(events.router)
-    router.include_router(fastwan.router)
-    router.include_router(prompts.router)
-    router.include_router(modelfiles.router)
-    router.include_router(wan21.router)
-    # -- batches & scenes (wiring) --
-    router.include_router(batches.router)
-    router.include_router(portal.router)
-    router.include_router(scenes.router)
-    # -- end batches & scenes --
+def _docs() -> APIRouter:
+    router = APIRouter(include_in_schema=False)
+
+    @router.get("/openapi.json")
+    async def openapi(request: Request) -> JSONResponse:
+        app: FastAPI = request.app
+        schema: dict[str, Any] = app.openapi()
+        return JSONResponse(schema)
+
+    @router.get("/docs")
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="FastWAN proxy: API docs")
+
+    return router
+
+
+def build_router(registry: WorkflowRegistry, settings: Settings) -> APIRouter:
+    default = settings.default_workflow
+    surfaces = [
+        auth.router,
+        health.router,
+        native.build(registry, default),
+        events.router,
+        fastwan.build(registry, default),
+        prompts.router,
+        modelfiles.router,
+        wan21.build(registry),
+        batches.router,
+        portal.build(registry, default, settings.max_batch_size),
+        scenes.build(registry, default),
+        _docs(),
+    ]
+    router = APIRouter(dependencies=[Depends(auth.authenticate)])
+    for surface in surfaces:
+        router.include_router(surface)
     return router

@@ -5,27 +5,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 
+from proxy.api.auth import Caller
+from proxy.api.deps import BatchesDep
 from proxy.api.native import job_view
-from proxy.batches import Batch, BatchService, Tally
-from proxy.errors import NotFound
+from proxy.batches import Batch, Tally
 from proxy.jobs.models import Job
-from proxy.services import Services, get_services
 
 router = APIRouter(prefix="/api", tags=["batches"])
-
-
-def batch_service(services: Annotated[Services, Depends(get_services)]) -> BatchService:
-    """The batch service the lifespan put in `services.extras["batches"]`."""
-    service = services.extras.get("batches")
-    if service is None:
-        raise NotFound("batches are not enabled on this server")
-    return service  # type: ignore[no-any-return]
-
-
-BatchesDep = Annotated[BatchService, Depends(batch_service)]
-ServicesDep = Annotated[Services, Depends(get_services)]
 
 
 def batch_summary(batch: Batch, jobs: list[Job | None]) -> dict[str, Any]:
@@ -51,24 +39,25 @@ def batch_summary(batch: Batch, jobs: list[Job | None]) -> dict[str, Any]:
 @router.get("/batches", summary="List batches, newest first")
 async def list_batches(
     batches: BatchesDep,
+    caller: Caller,
     kind: Annotated[
         str | None, Query(description="Filter: portal (seed 004) or scenes (seed 003)")
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
 ) -> dict[str, Any]:
     """Each batch with its counts (total, completed, failed, active)."""
     items = []
-    for batch in await batches.list(kind=kind, limit=limit, offset=offset):
+    for batch in await batches.list(kind=kind, limit=limit, offset=offset, caller=caller):
         items.append(batch_summary(batch, await batches.jobs_of(batch)))
-    total = await batches.count(kind=kind)
+    total = await batches.count(kind=kind, caller=caller)
     return {"batches": items, "total": total, "limit": limit, "offset": offset}
 
 
 @router.get("/batches/{batch_id}", summary="One batch with its jobs")
-async def get_batch(batch_id: str, batches: BatchesDep) -> dict[str, Any]:
+async def get_batch(batch_id: str, batches: BatchesDep, caller: Caller) -> dict[str, Any]:
     """The batch, and its jobs in prompt order (null where a job was deleted)."""
-    batch = await batches.get(batch_id)
+    batch = await batches.get(batch_id, caller)
     jobs = await batches.jobs_of(batch)
     body = batch_summary(batch, jobs)
     body["items"] = [
@@ -85,7 +74,7 @@ async def get_batch(batch_id: str, batches: BatchesDep) -> dict[str, Any]:
 
 
 @router.delete("/batches/{batch_id}", summary="Delete a batch and its jobs")
-async def delete_batch(batch_id: str, batches: BatchesDep) -> dict[str, Any]:
+async def delete_batch(batch_id: str, batches: BatchesDep, caller: Caller) -> dict[str, Any]:
     """Stops the batch's running jobs, then removes them, their files and the batch."""
-    batch, count = await batches.delete(batch_id)
+    batch, count = await batches.delete(batch_id, caller)
     return {"id": batch.id, "deleted": True, "jobs_deleted": count}

@@ -1,45 +1,83 @@
-"""Small request helpers shared by the routers."""
+"""What routes depend on: the services (one dependency, and typed accessors built on it, each
+replaceable in tests through `app.dependency_overrides`), who is asking, and the one way a
+stored file is served."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
 
-from fastapi import Request
+from fastapi import Depends
 from fastapi.responses import FileResponse
 
-from proxy.errors import Conflict
-from proxy.jobs.models import Job, JobStatus
-from proxy.services import Services
+from proxy.api.auth import Caller
+from proxy.batches import BatchService
+from proxy.errors import ProxyError
+from proxy.media.storage import StoredFile
+from proxy.modelfiles import DownloadManager
+from proxy.modelfiles.presence import ModelPresence
+from proxy.prompts import PromptTools
+from proxy.services import Services, get_services
+
+ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def client_key(request: Request) -> str:
-    """Who is asking, for per-client limits: the API key when keys are configured, else the
-    client address."""
-    settings = request.app.state.settings
-    if settings.api_keys:
-        key = request.headers.get("x-api-key") or request.headers.get("authorization", "")
-        key = key.removeprefix("Bearer ").strip()
-        if key:
-            return f"key:{key}"
-    host = request.client.host if request.client else "unknown"
-    return f"addr:{host}"
+class ServiceUnavailable(ProxyError):
+    status_code = 503
 
 
-async def video_response(services: Services, job: Job, *, inline: bool) -> FileResponse:
-    """The job's video with Content-Type, a filename, and HTTP Range support."""
-    if job.status is not JobStatus.COMPLETED:
-        raise Conflict(
-            f"job {job.id} is {job.status.value}; the video is not ready",
-            status=job.status.value,
+def get_batches(services: ServicesDep) -> BatchService:
+    return services.batches
+
+
+def get_prompt_tools(services: ServicesDep) -> PromptTools:
+    return services.prompt_tools
+
+
+def get_downloads(services: ServicesDep) -> DownloadManager:
+    if services.downloads is None:
+        raise ServiceUnavailable(
+            services.problems.get("model_files", "Model downloads are not available.")
         )
-    output = await services.outputs.existing(job)
-    return file_response(services.outputs.path_for(output.filename), output.content_type, inline)
+    return services.downloads
 
 
-def file_response(path: Path, media_type: str, inline: bool) -> FileResponse:
+def get_presence(services: ServicesDep) -> ModelPresence | None:
+    """None when model files cannot be checked (the manifest did not load)."""
+    return services.presence
+
+
+SceneSaver = Callable[[list[dict[str, Any]]], Awaitable[str | None]]
+
+
+def get_scene_saver(services: ServicesDep, caller: Caller) -> SceneSaver:
+    """How the prompt tools store drafted scenes as a scene session (the caller's)."""
+
+    async def save(scenes: list[dict[str, Any]]) -> str | None:
+        return await services.batches.save_scene_session(scenes, caller)
+
+    return save
+
+
+BatchesDep = Annotated[BatchService, Depends(get_batches)]
+ToolsDep = Annotated[PromptTools, Depends(get_prompt_tools)]
+DownloadsDep = Annotated[DownloadManager, Depends(get_downloads)]
+PresenceDep = Annotated[ModelPresence | None, Depends(get_presence)]
+SceneSaverDep = Annotated[SceneSaver, Depends(get_scene_saver)]
+
+
+def job_limit(services: Services) -> int | None:
+    """Active jobs a caller may have at once: with API keys, on every surface
+    (MAX_ACTIVE_JOBS_PER_CLIENT); on an open proxy only the Wan2.1 surface limits, per
+    address, as its seed documents."""
+    return services.settings.max_active_jobs_per_client if services.auth.keys.enabled else None
+
+
+def serve_file(file: StoredFile, *, inline: bool = True) -> FileResponse:
+    """A stored file with its Content-Type, a file name, and HTTP Range support."""
     return FileResponse(
-        path,
-        media_type=media_type,
-        filename=path.name,
+        file.path,
+        media_type=file.content_type,
+        filename=file.name,
         content_disposition_type="inline" if inline else "attachment",
     )

@@ -2,66 +2,128 @@
 
 Every error body carries `error` (a sentence a person can act on) and `detail` (the same, in
 FastAPI's usual key), plus `field` when one request field is at fault, so scripts, n8n nodes
-and the seed-002 clients (which read `error`) all find the message.
+and the seed-002 clients (which read `error`) all find the message. Bad input is a 422, or
+whatever the route's surface answers instead (`SeedRoute`: the Wan2.1 server's 400). Anything
+unexpected is a 500 that says where the details are, never a traceback or a class name.
 """
 
 from __future__ import annotations
 
+import errno
+import inspect
 import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from proxy.errors import PromptRejected, ProxyError, TooManyJobs
+from proxy.api.auth import authenticate
+from proxy.auth import Unauthorized
+from proxy.errors import InvalidInput, PromptRejected, ProxyError, TooManyJobs
 
 log = logging.getLogger("proxy.api")
+
+INTERNAL_ERROR = "Internal server error (the details are in the proxy's log)"
+STORAGE_FULL = (
+    "The proxy's storage is full: free space in its data folder (DATA_DIR, OUTPUT_DIR), "
+    "then try again"
+)
+
+
+class SeedRoute(APIRoute):
+    """A route of a surface whose seed answers bad input with 400, not 422."""
+
+    validation_status = 400
 
 
 def error_body(message: str, **extra: Any) -> dict[str, Any]:
     return {"error": message, "detail": message, **extra}
 
 
-def field_name(loc: tuple[Any, ...] | list[Any]) -> str:
-    """`("body", "width")` → `width`; nested locations are dotted."""
+def field_name(loc: tuple[Any, ...] | list[Any], kind: str | None = None) -> str:
+    """`("body", "width")` → `width`; nested locations are dotted. A body that is not JSON
+    is the body's fault (its loc holds the offset of the error)."""
+    if kind == "json_invalid":
+        return "body"
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "form", "header")]
     return ".".join(parts) or "body"
 
 
+def _problem(err: dict[str, Any]) -> str:
+    kind = err.get("type")
+    if kind == "missing":
+        return "is required"
+    if kind == "extra_forbidden":
+        return "is not a field of this request"
+    if kind == "json_invalid":
+        return "is not valid JSON"
+    return str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+
+
 def validation_message(errors: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
-    fields = []
-    for err in errors:
-        name = field_name(err.get("loc", ()))
-        msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
-        fields.append({"field": name, "message": msg})
+    fields = [
+        {"field": field_name(err.get("loc", ()), err.get("type")), "message": _problem(err)}
+        for err in errors
+    ]
     text = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
     return f"Invalid request: {text}", fields
 
 
+def _validation_status(request: Request) -> int:
+    return int(getattr(request.scope.get("route"), "validation_status", 422))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ProxyError)
-    async def _proxy_error(_request: Request, exc: ProxyError) -> JSONResponse:
+    async def _proxy_error(request: Request, exc: ProxyError) -> JSONResponse:
         extra: dict[str, Any] = {k: v for k, v in exc.detail.items() if v is not None}
         headers = {}
+        status = exc.status_code
+        message = exc.message
+        if isinstance(exc, InvalidInput):
+            status = _validation_status(request)
+            message = f"Invalid request: {exc.message}"
         if isinstance(exc, TooManyJobs):
             headers["Retry-After"] = str(exc.retry_after_s)
+        if isinstance(exc, Unauthorized):
+            headers["WWW-Authenticate"] = 'Bearer realm="fastwan-proxy"'
+
         if isinstance(exc, PromptRejected):
             extra = {"node_errors": exc.node_errors, "comfy_error": exc.error}
-        if exc.status_code >= 500:
+        if status >= 500:
             log.warning("%s: %s", type(exc).__name__, exc.message)
-        return JSONResponse(
-            error_body(exc.message, **extra), status_code=exc.status_code, headers=headers
-        )
+        return JSONResponse(error_body(message, **extra), status_code=status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI reads a declared body before the route's dependencies run: a caller without
+        # a key learns that it needs one, not what is wrong with its body.
+        check = request.app.dependency_overrides.get(authenticate, authenticate)
+        try:
+            checked = check(request) if check is authenticate else check()
+            if inspect.isawaitable(checked):
+                await checked
+        except ProxyError as refused:
+            return await _proxy_error(request, refused)
         message, fields = validation_message(list(exc.errors()))
         first = fields[0]["field"] if fields else None
-        return JSONResponse(error_body(message, field=first, fields=fields), status_code=422)
+        return JSONResponse(
+            error_body(message, field=first, fields=fields),
+            status_code=_validation_status(request),
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         return JSONResponse(error_body(message), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            log.error("%s %s: the storage is full: %s", request.method, request.url.path, exc)
+            return JSONResponse(error_body(STORAGE_FULL), status_code=507)
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return JSONResponse(error_body(INTERNAL_ERROR), status_code=500)

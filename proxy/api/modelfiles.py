@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
-from proxy.errors import ProxyError
-from proxy.modelfiles.downloads import DownloadManager, ModelsDirNotConfigured, source_url
+from proxy.api.auth import Admin, Caller
+from proxy.api.deps import DownloadsDep, PresenceDep
+from proxy.auth import Principal
+from proxy.modelfiles.downloads import ModelsDirNotConfigured, source_url
 from proxy.modelfiles.manifest import Source
 from proxy.modelfiles.presence import WorkflowReadiness, compute_presence
 from proxy.modelfiles.store import DownloadRecord
@@ -18,10 +19,6 @@ from proxy.modelfiles.store import DownloadRecord
 log = logging.getLogger("proxy.api")
 
 router = APIRouter(prefix="/api/model-files", tags=["models"])
-
-
-class DownloadsUnavailable(ProxyError):
-    status_code = 503
 
 
 class ModelFileState(BaseModel):
@@ -54,55 +51,37 @@ class DownloadList(BaseModel):
     downloads: list[DownloadRecord]
 
 
-async def get_presence(request: Request) -> dict[str, list[str]] | None:
-    """ComfyUI's file names per models folder, from `app.state.model_presence` (else None).
-
-    `model_presence` may be the mapping itself or a callable (sync or async) returning it;
-    a proxy error from it (ComfyUI unreachable) means "unknown" rather than a failed page.
-    """
-    provider = getattr(request.app.state, "model_presence", None)
-    if provider is None:
-        return None
-    try:
-        value = provider() if callable(provider) else provider
-        if inspect.isawaitable(value):
-            value = await value
-    except ProxyError as exc:
-        log.warning("model presence unknown: %s", exc.message)
-        return None
-    return value
-
-
-def get_downloads(request: Request) -> DownloadManager:
-    manager = getattr(request.app.state, "downloads", None)
-    if manager is None:
-        raise DownloadsUnavailable("Model downloads are not enabled in this proxy.")
-    return manager
-
-
-Downloads = Annotated[DownloadManager, Depends(get_downloads)]
-Presence = Annotated[dict[str, list[str]] | None, Depends(get_presence)]
+def _shown(record: DownloadRecord | None, caller: Principal) -> DownloadRecord | None:
+    """A download as this caller may see it: a path on the server is for admins only."""
+    if record is None or caller.admin:
+        return record
+    return record.model_copy(update={"target_path": f"{record.folder}/{record.filename}"})
 
 
 @router.get("", response_model=ModelFilesOverview)
-async def list_model_files(downloads: Downloads, presence: Presence) -> ModelFilesOverview:
-    """List the model files the workflows need, whether ComfyUI has them, and downloads."""
+async def list_model_files(
+    downloads: DownloadsDep, presence: PresenceDep, caller: Caller
+) -> ModelFilesOverview:
+    """List the model files the workflows need, whether ComfyUI has them, and downloads
+    (target paths on the server are shown to admin keys only)."""
     manifest = downloads.manifest
-    report = compute_presence(manifest, presence)
+    report = await presence.report() if presence is not None else compute_presence(manifest, None)
     latest = await downloads.latest_by_model()
     models = []
     for entry in manifest.models:
-        try:
-            target: str | None = str(downloads.target_path(entry))
-        except ModelsDirNotConfigured:
-            target = None
+        target: str | None = None
+        if caller.admin:
+            try:
+                target = str(downloads.target_path(entry))
+            except ModelsDirNotConfigured:
+                target = None
         models.append(
             ModelFileState(
                 **entry.model_dump(),
                 source_url=source_url(entry, downloads.settings),
                 target_path=target,
                 present=report.models[entry.id],
-                download=latest.get(entry.id),
+                download=_shown(latest.get(entry.id), caller),
             )
         )
     return ModelFilesOverview(
@@ -111,28 +90,35 @@ async def list_model_files(downloads: Downloads, presence: Presence) -> ModelFil
 
 
 @router.post("/{model_id}/download", status_code=202, response_model=DownloadRecord)
-async def start_download(model_id: str, downloads: Downloads) -> DownloadRecord:
-    """Start downloading one manifest file (returns the active download if one exists)."""
+async def start_download(model_id: str, _admin: Admin, downloads: DownloadsDep) -> DownloadRecord:
+    """Start downloading one manifest file (returns the active download if one exists).
+    Admin keys only."""
     return await downloads.start_download(model_id)
 
 
 @router.get("/downloads", response_model=DownloadList)
 async def list_downloads(
-    downloads: Downloads,
+    downloads: DownloadsDep,
+    caller: Caller,
     model_id: Annotated[str | None, Query(description="only this manifest id")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> DownloadList:
     """List downloads, newest first."""
-    return DownloadList(downloads=await downloads.list(model_id=model_id, limit=limit))
+    records = await downloads.list(model_id=model_id, limit=limit)
+    return DownloadList(downloads=[r for r in (_shown(r, caller) for r in records) if r])
 
 
 @router.get("/downloads/{download_id}", response_model=DownloadRecord)
-async def get_download(download_id: str, downloads: Downloads) -> DownloadRecord:
+async def get_download(download_id: str, downloads: DownloadsDep, caller: Caller) -> DownloadRecord:
     """One download with its progress (bytes, percent, speed, ETA) or its error."""
-    return await downloads.get(download_id)
+    shown = _shown(await downloads.get(download_id), caller)
+    assert shown is not None
+    return shown
 
 
 @router.delete("/downloads/{download_id}", response_model=DownloadRecord)
-async def cancel_download(download_id: str, downloads: Downloads) -> DownloadRecord:
-    """Cancel a queued or running download (its partial file is deleted)."""
+async def cancel_download(
+    download_id: str, _admin: Admin, downloads: DownloadsDep
+) -> DownloadRecord:
+    """Cancel a queued or running download (its partial file is deleted). Admin keys only."""
     return await downloads.cancel(download_id)

@@ -1,171 +1,352 @@
-"""The native jobs API (seed 000, the Job Runner UI): `/api/models`, `/api/jobs`, and the
-per-job video. Jobs can be created without starting; stop then start is a new attempt."""
+"""The native jobs API (seed 000, the Job Runner UI): `/api/models`, `/api/jobs`, uploads, and
+the per-job video. Jobs can be created without starting; stop then start is a new attempt.
 
-from __future__ import annotations
+A create call is JSON, or multipart/form-data when it carries its input files (the same fields
+as text parts, `params` as a JSON string, the files under their parameter names: `image`,
+`video`). JSON names a file uploaded beforehand by the id `POST /api/uploads` returned.
+"""
 
-from typing import Any, Literal
+import json
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field, StrictBool, ValidationError
 
-from proxy.api.deps import client_key, video_response
+from proxy.api.auth import Admin, Caller
+from proxy.api.deps import PresenceDep, ServicesDep, job_limit, serve_file
+from proxy.api.surface import Surface, SurfaceBody
+from proxy.auth import Principal
 from proxy.errors import InvalidInput, NotFound
-from proxy.jobs.models import Job, JobStatus
-from proxy.services import Services, get_services
+from proxy.jobs.models import Job, JobPhase, JobStatus, phase_of, status_of
+from proxy.media.uploads import MediaKind
+from proxy.services import Services
+from proxy.workflows import Workflow, WorkflowRegistry
 
-router = APIRouter(prefix="/api", tags=["jobs"])
+SURFACE = Surface(
+    "native",
+    {"num_inference_steps": "steps", "num_frames": "length", "guidance_scale": "cfg"},
+)
 
-# The seed's word for a cancelled job is "stopped".
-NATIVE_WORDS = {s: s.value for s in JobStatus} | {JobStatus.CANCELLED: "stopped"}
-FROM_WORD = {word: status for status, word in NATIVE_WORDS.items()} | {
-    "cancelled": JobStatus.CANCELLED
+# The seed's word for a cancelled job is "stopped"; a job storing its output is running.
+NATIVE_WORDS = {
+    JobPhase.CREATED: "pending",
+    JobPhase.WAITING: "queued",
+    JobPhase.RETRYING: "queued",
+    JobPhase.RUNNING: "running",
+    JobPhase.STORING: "running",
+    JobPhase.SUCCEEDED: "completed",
+    JobPhase.FAILED: "failed",
+    JobPhase.CANCELLED: "stopped",
 }
+FROM_WORD: dict[str, set[JobStatus]] = {"cancelled": {JobStatus.CANCELLED}}
+for _phase, _word in NATIVE_WORDS.items():
+    FROM_WORD.setdefault(_word, set()).add(status_of(_phase))
 
-# Seed-000 field names → workflow parameters.
-FIELD_MAP = {
-    "num_inference_steps": "steps",
-    "num_frames": "length",
-    "guidance_scale": "cfg",
-}
+MULTIPART = "multipart/form-data"
+# Any file a workflow can take arrives under its parameter name; which ones the chosen
+# workflow wants is checked once the form has been read.
+FILE_FIELDS: dict[str, MediaKind] = {"image": "image", "video": "video"}
 
 
-class CreateJob(BaseModel):
-    """The seed's body. Omitted fields take the workflow's defaults (FastWAN: 8 steps,
-    121 frames, 1280x704, cfg 1.0), which suit this model better than the seed's."""
-
-    model_config = ConfigDict(extra="forbid")
+class NativeFields(SurfaceBody):
+    """What every native create call takes besides the workflow's parameters."""
 
     model_id: str = Field("fastwan_t2v", description="A workflow id or one of its aliases")
-    prompt: str = Field(min_length=1)
-    negative_prompt: str | None = None
-    num_inference_steps: int | None = None
-    num_frames: int | None = None
-    height: int | None = None
-    width: int | None = None
-    guidance_scale: float | None = None
-    seed: int | None = None
-    fps: int | None = None
     num_gpus: int = Field(
         1, ge=1, le=64, description="Accepted for compatibility; one job runs on one GPU"
     )
-    params: dict[str, Any] = Field(default_factory=dict, description="Any other workflow parameter")
-    start: bool = Field(True, description="false: create the job without starting it")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="Any workflow parameter, under its own name"
+    )
+    start: StrictBool = Field(True, description="false: create the job without starting it")
+
+
+NATIVE_KEYS = set(NativeFields.model_fields)
+
+
+def create_model_for(flow: Workflow) -> type[BaseModel]:
+    files: dict[str, Any] = {
+        p.name: (
+            str | None,
+            Field(None, description=f"The {p.type} file's upload id (POST /api/uploads)"),
+        )
+        for p in flow.file_params
+    }
+    return SURFACE.model(
+        flow,
+        f"Create{flow.request_model.__name__}",
+        doc=f"A job of {flow.name}. Omitted fields take the workflow's defaults.",
+        fields=files,
+        base=NativeFields,
+    )
 
 
 def job_view(job: Job) -> dict[str, Any]:
     data = job.model_dump(mode="json")
-    data["status"] = NATIVE_WORDS[job.status]
+    data["status"] = NATIVE_WORDS[job.phase]
     data["model_id"] = job.workflow
     data["prompt"] = job.params.get("prompt")
     data["seed"] = job.seed
     for attempt in data["attempts"]:
-        attempt["status"] = NATIVE_WORDS[JobStatus(attempt["status"])]
-    video = job.video if job.status is JobStatus.COMPLETED else None
-    data["video_url"] = f"/api/jobs/{job.id}/video" if video else None
+        attempt["status"] = NATIVE_WORDS[phase_of(JobStatus(attempt["status"]))]
+    data["video_url"] = f"/api/jobs/{job.id}/video" if job.finished_video else None
     data.pop("inputs", None)
     return data
 
 
-@router.get("/models", summary="Workflows this server offers")
-async def models(services: Services = Depends(get_services)) -> dict[str, Any]:
-    """Each workflow with its parameters (types, defaults, ranges) and model-file readiness."""
-    presence = services.extras.get("presence")
-    readiness = await presence() if presence is not None else {}
-    items = []
-    for name in services.registry.names():
-        info = services.registry.get(name).describe()
-        info.update(readiness.get(name, {}))
-        items.append(info)
-    broken = [{"id": n, "problems": p} for n, p in services.registry.broken.items()]
-    return {"models": items, "unavailable": broken, "standin": services.settings.standin}
+def parse_statuses(status: str | None) -> list[JobStatus] | None:
+    if not status:
+        return None
+    words = [w.strip() for w in status.split(",") if w.strip()]
+    unknown = [w for w in words if w not in FROM_WORD]
+    if unknown:
+        words_known = ", ".join(sorted(set(NATIVE_WORDS.values())))
+        raise InvalidInput("status", f"unknown status {unknown[0]!r}; use one of {words_known}")
+    return sorted({s for w in words for s in FROM_WORD[w]}, key=lambda s: s.value)
 
 
-@router.get("/jobs", summary="List jobs, newest first")
-async def list_jobs(
-    status: str | None = Query(
-        None, description="Filter: pending, queued, running, completed, failed, stopped"
-    ),
-    limit: int = Query(50, ge=1, le=500),
-    offset: int = Query(0, ge=0),
-    services: Services = Depends(get_services),
-) -> dict[str, Any]:
-    statuses = None
-    if status:
-        words = [w.strip() for w in status.split(",") if w.strip()]
-        unknown = [w for w in words if w not in FROM_WORD]
-        if unknown:
-            raise InvalidInput(
-                "status",
-                f"unknown status {unknown[0]!r}; use one of {', '.join(NATIVE_WORDS.values())}",
-            )
-        statuses = [FROM_WORD[w] for w in words]
-    jobs = await services.jobs.list(statuses=statuses, limit=limit, offset=offset)
-    total = await services.jobs.count(statuses=statuses)
-    return {"jobs": [job_view(j) for j in jobs], "total": total, "limit": limit, "offset": offset}
-
-
-@router.post("/jobs", status_code=201, summary="Create a job (and start it unless start=false)")
-async def create_job(
-    body: CreateJob, request: Request, services: Services = Depends(get_services)
-) -> dict[str, Any]:
+async def read_json(request: Request) -> dict[str, Any]:
+    """The JSON object of a create call (its size is bounded by `proxy.api.limits`)."""
+    body = await request.body()
     try:
-        workflow = services.registry.get(body.model_id)
-    except NotFound:
-        served = services.registry.names() + [
-            a for n in services.registry.names() for a in services.registry.get(n).spec.aliases
-        ]
-        raise InvalidInput(
-            "model_id", f"{body.model_id!r} is not served; use one of: {', '.join(served)}"
-        ) from None
-    values: dict[str, Any] = {}
-    raw = body.model_dump(exclude={"model_id", "num_gpus", "params", "start"}, exclude_none=True)
-    for key, value in raw.items():
-        values[FIELD_MAP.get(key, key)] = value
-    values.update(body.params)
-    job = await services.jobs.create(
-        workflow.name,
-        values,
-        surface="native",
-        client_key=client_key(request),
-        start=body.start,
-        request=body.model_dump(exclude_none=True),
+        data = json.loads(body or b"{}")
+    except ValueError:
+        raise InvalidInput("body", "is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise InvalidInput("body", "must be a JSON object")
+    return data
+
+
+def form_values(fields: dict[str, str]) -> dict[str, Any]:
+    """Form text parts as create-call values: blank means not given, `params` is JSON."""
+    data: dict[str, Any] = {k: v for k, v in fields.items() if v.strip() or k == "prompt"}
+    if "start" in data and data["start"].strip().lower() in ("true", "false"):
+        data["start"] = data["start"].strip().lower() == "true"  # a form's only way to say so
+    if "params" in data:
+        try:
+            data["params"] = json.loads(data["params"])
+        except ValueError:
+            raise InvalidInput("params", "is not valid JSON") from None
+    return data
+
+
+def build(registry: WorkflowRegistry, default_workflow: str) -> APIRouter:
+    router = APIRouter(prefix="/api", tags=["jobs"])
+    models = {name: create_model_for(registry.get(name)) for name in registry.names()}
+    default_model = models[registry.get(default_workflow).name]
+
+    def workflow_for(model_id: Any) -> Workflow:
+        try:
+            return registry.get(str(model_id))
+        except NotFound:
+            served = registry.names() + [
+                a for n in registry.names() for a in registry.get(n).spec.aliases
+            ]
+            raise InvalidInput(
+                "model_id", f"{model_id!r} is not served; use one of: {', '.join(served)}"
+            ) from None
+
+    async def create(
+        services: Services, caller: Principal, data: dict[str, Any], files: dict[str, Any]
+    ) -> Job:
+        flow = workflow_for(data.get("model_id") or default_workflow)
+        try:
+            body = models[flow.name].model_validate(data)
+        except ValidationError as exc:
+            raise RequestValidationError(
+                [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]
+            ) from None
+        wanted = {p.name: p for p in flow.file_params}
+        for name in files:
+            if name not in wanted:
+                raise InvalidInput(name, f"{flow.name} takes no {name} file")
+        inputs = dict(files)
+        for name, param in wanted.items():
+            upload_id = getattr(body, name)
+            if upload_id and name in inputs:
+                raise InvalidInput(name, "send the file or an upload id, not both")
+            if upload_id:
+                kind: MediaKind = "image" if param.type == "image" else "video"
+                inputs[name] = await services.inputs.copy_for_job(name, upload_id, kind, caller)
+        values = SURFACE.values(body, skip=NATIVE_KEYS | set(wanted))
+        values.update(body.params)  # type: ignore[attr-defined]
+        # What the client sent (not the defaults): upload ids as given, files sent with the
+        # call by the names they were sent under.
+        request_record = body.model_dump(exclude_unset=True, exclude_none=True)
+        for name, record in files.items():
+            request_record[name] = record.get("original_name")
+        params: dict[str, Any] = body.params  # type: ignore[attr-defined]
+        try:
+            return await services.jobs.create(
+                flow.name,
+                values,
+                inputs=inputs,
+                surface=SURFACE.name,
+                client_key=caller.owner,
+                max_active=job_limit(services),
+                start=body.start,  # type: ignore[attr-defined]
+                request=request_record,
+            )
+        except InvalidInput as exc:
+            # A parameter sent inside `params` keeps the workflow's name it was sent under.
+            if exc.field.split(".")[0] in params:
+                raise
+            raise SURFACE.translate(exc) from None
+
+    @router.get("/models", summary="Workflows this server offers")
+    async def list_models(services: ServicesDep, presence: PresenceDep) -> dict[str, Any]:
+        """Each workflow with its parameters (types, defaults, ranges) and model-file readiness."""
+        readiness = await presence.readiness() if presence is not None else {}
+        items = []
+        for name in services.registry.names():
+            info = services.registry.get(name).describe()
+            info.update(readiness.get(name, {}))
+            items.append(info)
+        broken = [{"id": n, "problems": p} for n, p in services.registry.broken.items()]
+        return {"models": items, "unavailable": broken, "standin": services.settings.standin}
+
+    @router.get("/jobs", summary="List jobs, newest first")
+    async def list_jobs(
+        services: ServicesDep,
+        caller: Caller,
+        status: str | None = Query(
+            None, description="Filter: pending, queued, running, completed, failed, stopped"
+        ),
+        limit: int = Query(50, ge=1, le=1000),
+        offset: int = Query(0, ge=0, le=2**31),
+    ) -> dict[str, Any]:
+        statuses = parse_statuses(status)
+        jobs = await services.jobs.list(
+            statuses=statuses, limit=limit, offset=offset, caller=caller
+        )
+        total = await services.jobs.count(statuses=statuses, caller=caller)
+        return {
+            "jobs": [job_view(j) for j in jobs],
+            "total": total,
+            "limit": limit,
+            "offset": offset,
+        }
+
+    @router.post(
+        "/jobs",
+        status_code=201,
+        summary="Create a job (and start it unless start=false)",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": default_model.model_json_schema()},
+                    MULTIPART: {
+                        "schema": {
+                            "type": "object",
+                            "description": "The JSON fields as text parts (params as a JSON "
+                            "string), and the input files under their parameter names.",
+                            "properties": {
+                                "model_id": {"type": "string"},
+                                "prompt": {"type": "string"},
+                                "image": {"type": "string", "format": "binary"},
+                                "video": {"type": "string", "format": "binary"},
+                            },
+                        }
+                    },
+                },
+            }
+        },
     )
-    return job_view(job)
+    async def create_job(request: Request, services: ServicesDep, caller: Caller) -> dict[str, Any]:
+        """JSON for a job without files or with upload ids; multipart with its files."""
+        content_type = request.headers.get("content-type", "")
+        if not content_type.startswith(MULTIPART):
+            data = await read_json(request)
+            return job_view(await create(services, caller, data, {}))
+        async with services.inputs.receiving(
+            request.stream(),
+            content_type,
+            request.headers.get("content-length"),
+            FILE_FIELDS,
+            required=False,
+        ) as form:
+            job = await create(services, caller, form_values(form.fields), form.files)
+        return job_view(job)
 
+    @router.get("/jobs/{job_id}", summary="One job")
+    async def get_job(job_id: str, services: ServicesDep, caller: Caller) -> dict[str, Any]:
+        return job_view(await services.jobs.get(job_id, caller))
 
-@router.get("/jobs/{job_id}", summary="One job")
-async def get_job(job_id: str, services: Services = Depends(get_services)) -> dict[str, Any]:
-    return job_view(await services.jobs.get(job_id))
+    @router.post("/jobs/{job_id}/start", summary="Start a pending, stopped or failed job")
+    async def start_job(job_id: str, services: ServicesDep, caller: Caller) -> dict[str, Any]:
+        """Starting again after a stop or failure is a new attempt; the job keeps its history."""
+        return job_view(await services.jobs.start(job_id, caller, max_active=job_limit(services)))
 
+    @router.post("/jobs/{job_id}/stop", summary="Stop a queued or running job")
+    async def stop_job(job_id: str, services: ServicesDep, caller: Caller) -> dict[str, Any]:
+        """Removes the job's prompt from ComfyUI's queue, or interrupts it if running."""
+        return job_view(await services.jobs.stop(job_id, caller))
 
-@router.post("/jobs/{job_id}/start", summary="Start a pending, stopped or failed job")
-async def start_job(job_id: str, services: Services = Depends(get_services)) -> dict[str, Any]:
-    """Starting again after a stop or failure is a new attempt; the job keeps its history."""
-    return job_view(await services.jobs.start(job_id))
+    @router.delete("/jobs/{job_id}", summary="Delete a job and its files")
+    async def delete_job(job_id: str, services: ServicesDep, caller: Caller) -> dict[str, Any]:
+        await services.jobs.delete(job_id, caller)
+        return {"id": job_id, "deleted": True}
 
+    @router.get("/jobs/{job_id}/video", summary="Stream the video", response_class=FileResponse)
+    async def job_video(job_id: str, services: ServicesDep, caller: Caller) -> FileResponse:
+        """The finished MP4, inline, with HTTP Range (the browser player seeks with it)."""
+        job = await services.jobs.get(job_id, caller)
+        return serve_file(await services.jobs.video_file(job), inline=True)
 
-@router.post("/jobs/{job_id}/stop", summary="Stop a queued or running job")
-async def stop_job(job_id: str, services: Services = Depends(get_services)) -> dict[str, Any]:
-    """Removes the job's prompt from ComfyUI's queue, or interrupts it if running."""
-    return job_view(await services.jobs.stop(job_id))
+    @router.post(
+        "/uploads",
+        status_code=201,
+        summary="Upload an input file (an image or a video) for later jobs",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    MULTIPART: {
+                        "schema": {
+                            "type": "object",
+                            "required": ["file"],
+                            "properties": {"file": {"type": "string", "format": "binary"}},
+                        }
+                    }
+                },
+            }
+        },
+    )
+    async def upload(
+        request: Request,
+        services: ServicesDep,
+        caller: Caller,
+        kind: Annotated[
+            MediaKind, Query(description="image (JPEG, PNG, WebP) or video (MP4, MOV, WebM)")
+        ],
+    ) -> dict[str, Any]:
+        """Multipart with one `file` part; returns the upload's id, to name in a create call
+        (`"image": "<id>"`), with what was found in the file (size, frames, fps)."""
+        async with services.inputs.receiving(
+            request.stream(),
+            request.headers.get("content-type"),
+            request.headers.get("content-length"),
+            {"file": kind},
+        ) as form:
+            return await services.inputs.create(form.files["file"], caller.owner)
 
+    @router.get("/uploads/{upload_id}", summary="An uploaded input file's description")
+    async def get_upload(upload_id: str, services: ServicesDep, caller: Caller) -> dict[str, Any]:
+        return await services.inputs.get(upload_id, caller)
 
-@router.delete("/jobs/{job_id}", summary="Delete a job and its files")
-async def delete_job(job_id: str, services: Services = Depends(get_services)) -> dict[str, Any]:
-    await services.jobs.delete(job_id)
-    return {"id": job_id, "deleted": True}
+    @router.delete("/uploads/{upload_id}", summary="Delete an uploaded input file")
+    async def delete_upload(
+        upload_id: str, services: ServicesDep, caller: Caller
+    ) -> dict[str, Any]:
+        """Jobs already made from it keep their own copy."""
+        await services.inputs.delete(upload_id, caller)
+        return {"id": upload_id, "deleted": True}
 
+    @router.get("/backends", summary="The ComfyUI backends (one per GPU; admin keys only)")
+    async def backends(services: ServicesDep, _admin: Admin) -> dict[str, Any]:
+        return {"backends": services.pool.health().backends}
 
-@router.get("/jobs/{job_id}/video", summary="Stream the video", response_class=FileResponse)
-async def job_video(job_id: str, services: Services = Depends(get_services)) -> FileResponse:
-    """The finished MP4, inline, with HTTP Range (the browser player seeks with it)."""
-    return await video_response(services, await services.jobs.get(job_id), inline=True)
-
-
-@router.get("/backends", summary="The ComfyUI backends (one per GPU)")
-async def backends(services: Services = Depends(get_services)) -> dict[str, Any]:
-    return {"backends": [b.describe() for b in services.pool.backends]}
-
-
-Health = Literal["healthy", "degraded"]
+    return router

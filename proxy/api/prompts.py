@@ -7,14 +7,20 @@ UI never share a history; scripts that send neither share `default`, as seed cli
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Cookie, Depends, Header, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from proxy.api.auth import Caller
+from proxy.api.deps import SceneSaverDep, ToolsDep
+from proxy.api.surface import CleanText
+from proxy.auth import Principal
+from proxy.batches.service import MAX_SCENES
 from proxy.errors import InvalidInput
-from proxy.prompts.service import DEFAULT_SCENARIOS, PromptTools, ToolsStatus
+from proxy.prompts.service import DEFAULT_SCENARIOS, ToolsStatus
 from proxy.prompts.store import DEFAULT_SESSION, HistoryEntry, new_session_id
 
 router = APIRouter(prefix="/api", tags=["prompt tools"])
@@ -22,18 +28,14 @@ router = APIRouter(prefix="/api", tags=["prompt tools"])
 SESSION_HEADER = "X-Session-Id"
 SESSION_COOKIE = "prompt_session"
 SESSION_COOKIE_MAX_AGE_S = 30 * 24 * 3600
-MAX_SCENES = 12
 
 _SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
-
-
-def prompt_tools(request: Request) -> PromptTools:
-    return request.app.state.prompt_tools
 
 
 def session_id(
     request: Request,
     response: Response,
+    caller: Caller,
     header: Annotated[
         str | None,
         Header(
@@ -45,7 +47,21 @@ def session_id(
         str | None, Cookie(alias=SESSION_COOKIE, description="Set for browsers.")
     ] = None,
 ) -> str:
-    """The prompt session this request belongs to (see the module docstring)."""
+    """The prompt session this request belongs to (see the module docstring); with API keys,
+    each key has its own sessions (the same name under two keys is two sessions)."""
+    return _own(caller, _named_session(request, response, header, cookie))
+
+
+def _own(caller: Principal, name: str) -> str:
+    if caller.via == "open":
+        return name
+    digest = hashlib.sha256(f"{caller.owner}\0{name}".encode()).hexdigest()[:40]
+    return f"k{digest}"
+
+
+def _named_session(
+    request: Request, response: Response, header: str | None, cookie: str | None
+) -> str:
     if header is not None:
         header = header.strip()
         if not _SESSION_ID.match(header):
@@ -77,10 +93,10 @@ def session_id(
     return DEFAULT_SESSION
 
 
-Tools = Annotated[PromptTools, Depends(prompt_tools)]
+Tools = ToolsDep
 
 
-class _Request(BaseModel):
+class _Request(CleanText):
     # "   " is as empty as "" for a prompt.
     model_config = ConfigDict(str_strip_whitespace=True)
 
@@ -230,11 +246,10 @@ async def parameters(tools: Tools, sid: SessionId) -> dict[str, Any]:
 
 @router.post("/scenes/draft", response_model=DraftScenesResponse)
 async def draft_scenes(
-    body: DraftScenesRequest, request: Request, tools: Tools
+    body: DraftScenesRequest, tools: Tools, save: SceneSaverDep
 ) -> DraftScenesResponse:
     """Draft one video prompt per scene for a brief, stored as a scene session if possible."""
     drafts = await tools.draft_scenes(body.brief, body.scenario_names())
     scenes = [d.model_dump() for d in drafts]
-    save = getattr(request.app.state, "save_scene_session", None)
-    stored_id = await save(scenes) if save is not None else None
+    stored_id = await save(scenes)
     return DraftScenesResponse(scenes=[SceneDraftOut(**s) for s in scenes], session_id=stored_id)

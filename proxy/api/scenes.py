@@ -7,46 +7,47 @@ completed and failed; the overall status is generating while any scene is, then 
 failed (all failed) or partial. Video URLs are `/outputs/<file>`.
 """
 
-from __future__ import annotations
+from typing import Any, cast
 
-from typing import Any
-
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import FileResponse, JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
-from proxy.api.batches import BatchesDep
-from proxy.api.deps import client_key, file_response
+from proxy.api.auth import Caller
+from proxy.api.deps import BatchesDep, ServicesDep, job_limit, serve_file
+from proxy.api.surface import CleanText, Surface, SurfaceBody
 from proxy.batches import Scene, SceneSession, Tally, output_url
-from proxy.jobs.models import Job, JobStatus
+from proxy.jobs.models import Job, JobPhase
+from proxy.workflows import WorkflowRegistry
 
-router = APIRouter(prefix="/api", tags=["Scene videos (seed 003)"])
+SURFACE = Surface("scenes")
+
+SCENE_WORDS = {
+    JobPhase.CREATED: "generating",
+    JobPhase.WAITING: "generating",
+    JobPhase.RETRYING: "generating",
+    JobPhase.RUNNING: "generating",
+    JobPhase.STORING: "generating",
+    JobPhase.SUCCEEDED: "completed",
+    JobPhase.FAILED: "failed",
+    JobPhase.CANCELLED: "failed",
+}
 
 DEFAULT_REGENERATE_TIMEOUT_S = 600.0
 
 
-class SceneIn(BaseModel):
+class SceneIn(CleanText):
     scenario: str = Field(
         min_length=1, max_length=40, description="The scene's name: hook, cta, ..."
     )
     description: str = Field(min_length=1, description="The scene's video prompt")
 
 
-class CreateSession(BaseModel):
+class SessionBase(SurfaceBody):
     """Scenes as `{scenario: description}` or `[{scenario, description}]`, in order, and the
-    FastWAN parameters every scene shares (omitted: the workflow's defaults)."""
-
-    model_config = ConfigDict(extra="forbid")
+    workflow parameters every scene shares (omitted: the workflow's defaults)."""
 
     scenes: dict[str, str] | list[SceneIn] = Field(default_factory=list)
-    negative_prompt: str | None = None
-    seed: int | None = None
-    steps: int | None = None
-    cfg: float | None = None
-    width: int | None = None
-    height: int | None = None
-    length: int | None = None
-    fps: int | None = None
     params: dict[str, Any] = Field(default_factory=dict, description="Any other workflow parameter")
 
     def scene_list(self) -> list[Scene]:
@@ -55,15 +56,14 @@ class CreateSession(BaseModel):
         return [Scene(scenario=s.scenario, description=s.description) for s in self.scenes]
 
     def shared(self) -> dict[str, Any]:
-        values = self.model_dump(exclude={"scenes", "params"}, exclude_none=True)
-        return {**self.params, **values}
+        return {**self.params, **SURFACE.values(self, skip=("scenes", "params"))}
 
 
-class GenerateScenes(BaseModel):
+class GenerateScenes(CleanText):
     session_id: str = Field(min_length=1)
 
 
-class RegenerateScene(BaseModel):
+class RegenerateScene(CleanText):
     session_id: str = Field(min_length=1)
     scenario: str = Field(min_length=1)
     wait: bool = Field(True, description="Answer once the video is ready (bounded by timeout_s)")
@@ -88,11 +88,7 @@ def session_body(session: SceneSession) -> dict[str, Any]:
 
 
 def scene_word(job: Job | None) -> str:
-    if job is None or job.status in (JobStatus.FAILED, JobStatus.CANCELLED):
-        return "failed"
-    if job.status is JobStatus.COMPLETED:
-        return "completed"
-    return "generating"
+    return "failed" if job is None else SCENE_WORDS[job.phase]
 
 
 def overall_word(tally: Tally) -> str:
@@ -115,117 +111,135 @@ def scene_status(scenario: str, job: Job | None) -> dict[str, Any]:
     }
 
 
-@router.post("/session", status_code=201, summary="Create a scene session")
-async def create_session(body: CreateSession, batches: BatchesDep) -> dict[str, Any]:
-    """Stores named scene descriptions (in order) and the parameters every scene uses."""
-    session = await batches.create_session(body.scene_list(), body.shared())
-    return session_body(session)
-
-
-@router.get("/session/{session_id}", summary="A scene session and its videos")
-async def get_session(session_id: str, batches: BatchesDep) -> dict[str, Any]:
-    """The scenes, and `scene_videos` once the last generation has finished."""
-    return session_body(await batches.get_session(session_id))
-
-
-@router.post("/videos/generate-scenes", summary="Generate every scene of a session in parallel")
-async def generate_scenes(
-    body: GenerateScenes, request: Request, batches: BatchesDep
-) -> dict[str, Any]:
-    """One job per scene, spread over the GPUs; follow it on `/api/videos/status/{job_id}`."""
-    batch = await batches.generate_scenes(body.session_id, client_key=client_key(request))
-    return {
-        "success": True,
-        "message": f"Video generation started for {len(batch.items)} scenes",
-        "job_id": batch.id,
-    }
-
-
-@router.get("/videos/status/{job_id}", summary="Status of every scene of a generation")
-async def scenes_status(job_id: str, batches: BatchesDep) -> dict[str, Any]:
-    """overall_status generating, completed, failed or partial; one entry per scene."""
-    batch = await batches.get(job_id)
-    jobs = await batches.jobs_of(batch)
-    await batches.sync_session(batch, jobs)
-    tally = Tally.of(jobs)
-    overall = overall_word(tally)
-    return {
-        "job_id": batch.id,
-        "session_id": batch.session_id,
-        "overall_status": overall,
-        "scenes": [
-            scene_status(item.label or str(i), job)
-            for i, (item, job) in enumerate(zip(batch.items, jobs, strict=True))
-        ],
-        "final_video_url": f"/api/videos/final/{batch.id}"
-        if overall in ("completed", "partial")
-        else None,
-    }
-
-
-@router.post(
-    "/videos/regenerate-scene",
-    summary="Regenerate one scene",
-    responses={
-        202: {"description": "Still generating when `timeout_s` ran out, or wait=false"},
-        502: {"description": "The new video failed"},
-    },
-)
-async def regenerate_scene(body: RegenerateScene, request: Request, batches: BatchesDep) -> Any:
-    """A new video for one scene from its description, in the scene's place. Waits for it
-    (up to `timeout_s`) unless `wait` is false; a 202 then carries the job id to follow."""
-    batch, job = await batches.regenerate_scene(
-        body.session_id, body.scenario, client_key=client_key(request)
+def build(registry: WorkflowRegistry, default_workflow: str) -> APIRouter:
+    router = APIRouter(prefix="/api", tags=["Scene videos (seed 003)"])
+    create_session_body: type[SessionBase] = SURFACE.model(  # type: ignore[assignment]
+        registry.get(default_workflow),
+        "CreateSession",
+        doc=SessionBase.__doc__ or "",
+        exclude=("prompt",),
+        base=SessionBase,
     )
-    pending = {
-        "success": True,
-        "message": f"Video regeneration started for {body.scenario}",
-        "scenario": body.scenario,
-        "job_id": batch.id,
-        "scene_job_id": job.id,
-        "video_url": None,
-        "status_url": f"/api/videos/status/{batch.id}",
-    }
-    if not body.wait:
-        return JSONResponse(pending, status_code=202)
-    try:
-        job = await batches.jobs.wait(job.id, lambda j: j.status.finished, body.timeout_s)
-    except TimeoutError:
-        pending["message"] = (
-            f"Video regeneration for {body.scenario} is still running after {body.timeout_s:g} s"
-        )
-        return JSONResponse(pending, status_code=202)
-    if job.status is not JobStatus.COMPLETED:
-        error = job.error or job.message or "the job did not complete"
-        return JSONResponse(
-            {
-                "success": False,
-                "error": f"Video regeneration failed for {body.scenario}: {error}",
-                "message": f"Video regeneration failed for {body.scenario}: {error}",
-                "scenario": body.scenario,
-                "job_id": batch.id,
-                "scene_job_id": job.id,
-                "video_url": None,
-            },
-            status_code=502,
-        )
-    return {
-        "success": True,
-        "message": f"Video regenerated successfully for {body.scenario}",
-        "video_url": output_url(job),
-        "scenario": body.scenario,
-        "job_id": batch.id,
-        "scene_job_id": job.id,
-    }
 
+    @router.post("/session", status_code=201, summary="Create a scene session")
+    async def create_session(
+        body: create_session_body,  # type: ignore[valid-type]
+        batches: BatchesDep,
+        caller: Caller,
+    ) -> dict[str, Any]:
+        """Stores named scene descriptions (in order) and the parameters every scene uses."""
+        with SURFACE.errors():
+            data = cast(SessionBase, body)
+            session = await batches.create_session(data.scene_list(), data.shared(), caller)
+        return session_body(session)
 
-@router.get(
-    "/videos/final/{job_id}",
-    summary="The finished scenes joined into one video",
-    response_class=FileResponse,
-)
-async def final_video(job_id: str, batches: BatchesDep) -> FileResponse:
-    """Every completed scene in scene order, as one MP4 (HTTP Range supported). Built once per
-    set of finished scenes; 409 while a scene is still generating."""
-    path, _ = await batches.final_video(job_id)
-    return file_response(path, "video/mp4", inline=True)
+    @router.get("/session/{session_id}", summary="A scene session and its videos")
+    async def get_session(session_id: str, batches: BatchesDep, caller: Caller) -> dict[str, Any]:
+        """The scenes, and `scene_videos` once the last generation has finished."""
+        return session_body(await batches.get_session(session_id, caller))
+
+    @router.post("/videos/generate-scenes", summary="Generate every scene of a session in parallel")
+    async def generate_scenes(
+        body: GenerateScenes, services: ServicesDep, batches: BatchesDep, caller: Caller
+    ) -> dict[str, Any]:
+        """One job per scene, spread over the GPUs; follow it on `/api/videos/status/{job_id}`."""
+        batch = await batches.generate_scenes(
+            body.session_id, caller, max_active=job_limit(services)
+        )
+        return {
+            "success": True,
+            "message": f"Video generation started for {len(batch.items)} scenes",
+            "job_id": batch.id,
+        }
+
+    @router.get("/videos/status/{job_id}", summary="Status of every scene of a generation")
+    async def scenes_status(job_id: str, batches: BatchesDep, caller: Caller) -> dict[str, Any]:
+        """overall_status generating, completed, failed or partial; one entry per scene."""
+        batch = await batches.get(job_id, caller)
+        jobs = await batches.jobs_of(batch)
+        await batches.sync_session(batch, jobs)
+        tally = Tally.of(jobs)
+        overall = overall_word(tally)
+        return {
+            "job_id": batch.id,
+            "session_id": batch.session_id,
+            "overall_status": overall,
+            "scenes": [
+                scene_status(item.label or str(i), job)
+                for i, (item, job) in enumerate(zip(batch.items, jobs, strict=True))
+            ],
+            "final_video_url": f"/api/videos/final/{batch.id}"
+            if overall in ("completed", "partial")
+            else None,
+        }
+
+    @router.post(
+        "/videos/regenerate-scene",
+        summary="Regenerate one scene",
+        responses={
+            202: {"description": "Still generating when `timeout_s` ran out, or wait=false"},
+            502: {"description": "The new video failed"},
+        },
+    )
+    async def regenerate_scene(
+        body: RegenerateScene, services: ServicesDep, batches: BatchesDep, caller: Caller
+    ) -> Any:
+        """A new video for one scene from its description, in the scene's place. Waits for it
+        (up to `timeout_s`) unless `wait` is false; a 202 then carries the job id to follow."""
+        batch, job = await batches.regenerate_scene(
+            body.session_id, body.scenario, caller, max_active=job_limit(services)
+        )
+        pending = {
+            "success": True,
+            "message": f"Video regeneration started for {body.scenario}",
+            "scenario": body.scenario,
+            "job_id": batch.id,
+            "scene_job_id": job.id,
+            "video_url": None,
+            "status_url": f"/api/videos/status/{batch.id}",
+        }
+        if not body.wait:
+            return JSONResponse(pending, status_code=202)
+        try:
+            job = await batches.jobs.wait(job.id, lambda j: j.status.finished, body.timeout_s)
+        except TimeoutError:
+            pending["message"] = (
+                f"Video regeneration for {body.scenario} is still running "
+                f"after {body.timeout_s:g} s"
+            )
+            return JSONResponse(pending, status_code=202)
+        if job.phase is not JobPhase.SUCCEEDED:
+            error = job.error or job.message or "the job did not complete"
+            return JSONResponse(
+                {
+                    "success": False,
+                    "error": f"Video regeneration failed for {body.scenario}: {error}",
+                    "message": f"Video regeneration failed for {body.scenario}: {error}",
+                    "scenario": body.scenario,
+                    "job_id": batch.id,
+                    "scene_job_id": job.id,
+                    "video_url": None,
+                },
+                status_code=502,
+            )
+        return {
+            "success": True,
+            "message": f"Video regenerated successfully for {body.scenario}",
+            "video_url": output_url(job),
+            "scenario": body.scenario,
+            "job_id": batch.id,
+            "scene_job_id": job.id,
+        }
+
+    @router.get(
+        "/videos/final/{job_id}",
+        summary="The finished scenes joined into one video",
+        response_class=FileResponse,
+    )
+    async def final_video(job_id: str, batches: BatchesDep, caller: Caller) -> FileResponse:
+        """Every completed scene in scene order, as one MP4 (HTTP Range supported). Built once per
+        set of finished scenes; 409 while a scene is still generating."""
+        stored, _ = await batches.final_video(job_id, caller)
+        return serve_file(stored)
+
+    return router

@@ -13,17 +13,18 @@ Nothing here keeps job state in memory: every answer is read from the stores.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import hashlib
 import logging
 import uuid
 from contextlib import suppress
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import anyio
 from sqlalchemy.exc import SQLAlchemyError
 
+from proxy.auth import Principal
 from proxy.batches.store import (
     Batch,
     BatchItem,
@@ -38,13 +39,17 @@ from proxy.jobs.bus import EventBus
 from proxy.jobs.models import Job, JobStatus
 from proxy.jobs.service import JobService
 from proxy.media.join import JoinResult, join_videos
-from proxy.media.storage import OutputStore
+from proxy.media.storage import OutputStore, StoredFile
+from proxy.media.zipstream import ZipEntry, ZipPlan, plan_zip
 from proxy.settings import Settings
 
 log = logging.getLogger("proxy.batches")
 
 MAX_SCENES = 16
 MAX_SCENARIO_CHARS = 40
+# Joined videos are stored as final_<batch id>_<digest>.mp4; outputs begin with their job id.
+FINAL_PREFIX = "final_"
+JOB_ID_CHARS = 36
 # How often a compare-and-set write is retried after losing to another writer.
 CAS_ROUNDS = 8
 
@@ -162,6 +167,7 @@ class BatchService:
         session_id: str | None = None,
         workflow: str | None = None,
         item_field: str = "prompts",
+        max_active: int | None = None,
     ) -> tuple[Batch, list[Job]]:
         """Validate every item, then create and queue one job per item, in order."""
         if not items:
@@ -184,19 +190,32 @@ class BatchService:
                 for job_id, item in zip(job_ids, items, strict=True)
             ],
             session_id=session_id,
+            client_key=client_key,
             created_at=now,
             updated_at=now,
         )
+        async with self.jobs.admitting(client_key, max_active, adding=len(items)):
+            return await self._insert(batch, flow.name, items, job_ids, values, surface)
+
+    async def _insert(
+        self,
+        batch: Batch,
+        workflow: str,
+        items: builtins.list[ItemSpec],
+        job_ids: builtins.list[str],
+        values: dict[str, Any],
+        surface: str,
+    ) -> tuple[Batch, builtins.list[Job]]:
         await self.store.insert_batch(batch)
-        created: list[Job] = []
+        created: builtins.list[Job] = []
         try:
             for job_id, item in zip(job_ids, items, strict=True):
                 created.append(
                     await self.jobs.create(
-                        flow.name,
+                        workflow,
                         {**values, "prompt": item.prompt},
                         surface=surface,
-                        client_key=client_key,
+                        client_key=batch.client_key,
                         batch_id=batch.id,
                         label=item.label,
                         job_id=job_id,
@@ -208,7 +227,7 @@ class BatchService:
                     await self.jobs.delete(job.id)
             await self.store.delete_batch(batch.id)
             raise
-        log.info("batch %s (%s): %d jobs", batch.id, kind, len(created))
+        log.info("batch %s (%s): %d jobs", batch.id, batch.kind, len(created))
         return batch, created
 
     @staticmethod
@@ -220,9 +239,10 @@ class BatchService:
                 raise InvalidInput(prompt_field, exc.message.removeprefix("prompt: ")) from None
             raise
 
-    async def get(self, batch_id: str) -> Batch:
+    async def get(self, batch_id: str, caller: Principal | None = None) -> Batch:
+        """The batch; NotFound also when `caller` may not see it."""
         batch = await self.store.get_batch(batch_id)
-        if batch is None:
+        if batch is None or (caller is not None and not caller.can_see(batch.client_key)):
             raise NotFound(f"no batch with id {batch_id!r}", status="not_found")
         return batch
 
@@ -232,18 +252,27 @@ class BatchService:
         return [by_id.get(job_id) for job_id in batch.job_ids]
 
     async def list(
-        self, *, kind: str | None = None, limit: int | None = None, offset: int = 0
-    ) -> list[Batch]:
-        return await self.store.list_batches(kind=kind, limit=limit, offset=offset)
+        self,
+        *,
+        kind: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+        caller: Principal | None = None,
+    ) -> builtins.list[Batch]:
+        scope = caller.scope if caller is not None else None
+        return await self.store.list_batches(
+            kind=kind, client_key=scope, limit=limit, offset=offset
+        )
 
-    async def count(self, *, kind: str | None = None) -> int:
-        return await self.store.count_batches(kind=kind)
+    async def count(self, *, kind: str | None = None, caller: Principal | None = None) -> int:
+        scope = caller.scope if caller is not None else None
+        return await self.store.count_batches(kind=kind, client_key=scope)
 
-    async def delete(self, batch_id: str) -> tuple[Batch, int]:
+    async def delete(self, batch_id: str, caller: Principal | None = None) -> tuple[Batch, int]:
         """Stop and delete every job of the batch (replaced ones too), its joined video and
         its record; a session that pointed at it forgets its videos. Returns the batch and
         how many jobs were deleted."""
-        batch = await self.get(batch_id)
+        batch = await self.get(batch_id, caller)
         deleted = 0
         for job in await self.jobs.list(batch_id=batch_id):
             with suppress(NotFound):
@@ -276,7 +305,7 @@ class BatchService:
 
     # -- scene sessions --------------------------------------------------------------------
 
-    def _check_session(self, scenes: list[Scene], params: dict[str, Any]) -> None:
+    def _check_session(self, scenes: builtins.list[Scene], params: dict[str, Any]) -> None:
         if len(scenes) > MAX_SCENES:
             raise InvalidInput("scenes", f"at most {MAX_SCENES} scenes (got {len(scenes)})")
         if "prompt" in params:
@@ -298,25 +327,36 @@ class BatchService:
             flow.resolve({**params, "prompt": "-"}, {})  # the shared parameters alone
 
     async def create_session(
-        self, scenes: list[Scene], params: dict[str, Any] | None = None
+        self,
+        scenes: builtins.list[Scene],
+        params: dict[str, Any] | None = None,
+        caller: Principal | None = None,
     ) -> SceneSession:
         params = dict(params or {})
         self._check_session(scenes, params)
         now = utcnow()
         session = SceneSession(
-            id=str(uuid.uuid4()), scenes=scenes, params=params, created_at=now, updated_at=now
+            id=str(uuid.uuid4()),
+            scenes=scenes,
+            params=params,
+            client_key=caller.owner if caller is not None else None,
+            created_at=now,
+            updated_at=now,
         )
         await self.store.insert_session(session)
         return session
 
-    async def save_scene_session(self, scenes: list[dict[str, Any]]) -> str:
+    async def save_scene_session(
+        self, scenes: builtins.list[dict[str, Any]], caller: Principal | None = None
+    ) -> str:
         """For the prompt tools: store drafted scenes as a new session; returns its id."""
-        session = await self.create_session([Scene.model_validate(s) for s in scenes])
+        session = await self.create_session([Scene.model_validate(s) for s in scenes], None, caller)
         return session.id
 
-    async def get_session(self, session_id: str) -> SceneSession:
+    async def get_session(self, session_id: str, caller: Principal | None = None) -> SceneSession:
+        """The session; NotFound also when `caller` may not see it."""
         session = await self.store.get_session(session_id)
-        if session is None:
+        if session is None or (caller is not None and not caller.can_see(session.client_key)):
             raise NotFound(f"no session with id {session_id!r}")
         if session.batch_id is not None:
             batch = await self.store.get_batch(session.batch_id)
@@ -324,9 +364,11 @@ class BatchService:
                 session = await self.sync_session(batch) or session
         return session
 
-    async def generate_scenes(self, session_id: str, *, client_key: str | None = None) -> Batch:
+    async def generate_scenes(
+        self, session_id: str, caller: Principal, *, max_active: int | None = None
+    ) -> Batch:
         """One job per scene, all queued at once; the session points at the new batch."""
-        session = await self.get_session(session_id)
+        session = await self.get_session(session_id, caller)
         if not session.scenes:
             raise InvalidInput("session_id", f"session {session_id} has no scene descriptions yet")
         batch, _ = await self.create(
@@ -334,21 +376,22 @@ class BatchService:
             [ItemSpec(prompt=s.description, label=s.scenario) for s in session.scenes],
             session.params,
             surface="scenes",
-            client_key=client_key,
+            client_key=caller.owner,
             session_id=session.id,
             item_field="scenes",
+            max_active=max_active,
         )
         for _ in range(CAS_ROUNDS):
             if await self.store.update_session(session, batch_id=batch.id):
                 return batch
-            session = await self.get_session(session_id)
+            session = await self.get_session(session_id, caller)
         raise Conflict(f"session {session_id} keeps changing; try again")
 
     async def regenerate_scene(
-        self, session_id: str, scenario: str, *, client_key: str | None = None
+        self, session_id: str, scenario: str, caller: Principal, *, max_active: int | None = None
     ) -> tuple[Batch, Job]:
         """A new job for one scene, in that scene's place in the session's batch."""
-        session = await self.get_session(session_id)
+        session = await self.get_session(session_id, caller)
         scene = session.scene(scenario)
         if scene is None:
             names = ", ".join(s.scenario for s in session.scenes) or "none"
@@ -359,7 +402,7 @@ class BatchService:
             raise Conflict(
                 f"session {session_id} has no generated scenes yet; call generate-scenes first"
             )
-        batch = await self.get(session.batch_id)
+        batch = await self.get(session.batch_id, caller)
         index = next((i for i, item in enumerate(batch.items) if item.label == scenario), None)
         if index is None:
             raise Conflict(f"scene {scenario!r} was not part of batch {batch.id}")
@@ -367,9 +410,10 @@ class BatchService:
             batch.workflow,
             {**batch.params, "prompt": scene.description},
             surface=batch.surface,
-            client_key=client_key,
+            client_key=caller.owner,
             batch_id=batch.id,
             label=scenario,
+            max_active=max_active,
         )
         batch, old = await self._replace_item(
             batch, index, BatchItem(job_id=job.id, prompt=scene.description, label=scenario)
@@ -383,7 +427,7 @@ class BatchService:
         return batch, job
 
     async def sync_session(
-        self, batch: Batch, jobs: list[Job | None] | None = None
+        self, batch: Batch, jobs: builtins.list[Job | None] | None = None
     ) -> SceneSession | None:
         """Once every job of `batch` has finished, record its videos on its session (if the
         session still points at it). Idempotent; returns the session as stored."""
@@ -408,9 +452,48 @@ class BatchService:
 
     # -- the joined video ------------------------------------------------------------------
 
-    async def final_video(self, batch_id: str) -> tuple[Path, dict[str, Any]]:
+    async def stored_output(self, filename: str, caller: Principal) -> StoredFile:
+        """A stored output by its file name, for a caller who may see the job (or, for a
+        joined video, the batch) that made it. Outputs are named after their job
+        (`<job id>.mp4`, `<job id>_<n>.png`) and joined videos after their batch."""
+        stored = await self.outputs.open(filename)
+        if caller.admin:
+            return stored
+        try:
+            if filename.startswith(FINAL_PREFIX):
+                await self.get(filename.removeprefix(FINAL_PREFIX).rsplit("_", 1)[0], caller)
+            else:
+                await self.jobs.get(filename.split(".", 1)[0][:JOB_ID_CHARS], caller)
+        except NotFound:
+            raise NotFound(f"no output named {filename!r}") from None
+        return stored
+
+    async def zip_plan(
+        self, batch_id: str, caller: Principal | None = None
+    ) -> tuple[Batch, Tally, ZipPlan | None]:
+        """Every finished video of the batch, in item order, as `job_<n>_<job_id>.mp4`
+        (None while none has finished). A video lost from storage is left out (and logged)
+        rather than holding back the others."""
+        batch = await self.get(batch_id, caller)
+        jobs = await self.jobs_of(batch)
+        entries = []
+        for index, job in enumerate(jobs):
+            if job is None or job.finished_video is None:
+                continue
+            try:
+                stored = await self.outputs.open_output(job.finished_video, f"job {job.id}")
+            except NotFound as exc:
+                log.warning("batch %s: %s; left out of the zip", batch_id, exc.message)
+                continue
+            entries.append(ZipEntry(f"job_{index}_{job.id}.mp4", stored.path))
+        plan = await plan_zip(entries) if entries else None
+        return batch, Tally.of(jobs), plan
+
+    async def final_video(
+        self, batch_id: str, caller: Principal | None = None
+    ) -> tuple[StoredFile, dict[str, Any]]:
         """The finished scenes joined in scene order (built once per set of finished jobs)."""
-        batch = await self.get(batch_id)
+        batch = await self.get(batch_id, caller)
         jobs = await self.jobs_of(batch)
         waiting = [
             item.label or item.job_id
@@ -429,7 +512,7 @@ class BatchService:
             )
         ids = [job.id for job in done]
         digest = hashlib.sha256(",".join(ids).encode()).hexdigest()[:12]
-        name = f"final_{batch.id}_{digest}.mp4"
+        name = f"{FINAL_PREFIX}{batch.id}_{digest}.mp4"
         path = self.outputs.path_for(name)
         async with self._join_lock:
             batch = await self.get(batch_id)
@@ -438,7 +521,7 @@ class BatchService:
                 and batch.final.get("filename") == name
                 and await anyio.Path(path).is_file()
             ):
-                return path, batch.final
+                return StoredFile(path, "video/mp4"), batch.final
             parts = [self.outputs.path_for(job.video.filename) for job in done if job.video]
             result: JoinResult = await join_videos(parts, path)
             final = {
@@ -464,4 +547,4 @@ class BatchService:
                 result.mode,
                 result.frames,
             )
-            return path, final
+            return StoredFile(path, "video/mp4"), final

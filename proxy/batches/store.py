@@ -43,6 +43,8 @@ batches_table = Table(
     # [{"job_id", "prompt", "label"}, ...] in prompt (scene) order.
     Column("items", JSONType, nullable=False),
     Column("session_id", String(64), index=True),
+    # Who created it (`Principal.owner`): only they, and admins, see it.
+    Column("client_key", String(128), index=True),
     # The joined video of a scenes batch: {"filename", "jobs": [ids it was made from], ...}.
     Column("final", JSONType),
     Column("version", Integer, nullable=False, default=1),
@@ -58,6 +60,7 @@ scene_sessions_table = Table(
     # [{"scenario", "description"}, ...] in scene order.
     Column("scenes", JSON, nullable=False),
     Column("params", JSON, nullable=False),
+    Column("client_key", String(128), index=True),
     Column("batch_id", String(64)),
     # [{"scenario", "video_url", "job_id"}, ...] of the last finished generation.
     Column("scene_videos", JSON, nullable=False),
@@ -89,6 +92,7 @@ class Batch(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     items: list[BatchItem] = Field(default_factory=list)
     session_id: str | None = None
+    client_key: str | None = None
     final: dict[str, Any] | None = None
     version: int = 1
     created_at: datetime
@@ -114,6 +118,7 @@ class SceneSession(BaseModel):
     id: str
     scenes: list[Scene] = Field(default_factory=list)
     params: dict[str, Any] = Field(default_factory=dict)
+    client_key: str | None = None
     batch_id: str | None = None
     scene_videos: list[SceneVideo] = Field(default_factory=list)
     version: int = 1
@@ -159,12 +164,19 @@ class BatchStore:
         return _batch_from_row(row) if row else None
 
     async def list_batches(
-        self, *, kind: str | None = None, limit: int | None = None, offset: int = 0
+        self,
+        *,
+        kind: str | None = None,
+        client_key: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
     ) -> list[Batch]:
         """Newest first."""
         query = select(batches_table)
         if kind is not None:
             query = query.where(batches_table.c.kind == kind)
+        if client_key is not None:
+            query = query.where(batches_table.c.client_key == client_key)
         query = query.order_by(batches_table.c.created_at.desc(), batches_table.c.id).offset(offset)
         if limit is not None:
             query = query.limit(limit)
@@ -172,10 +184,12 @@ class BatchStore:
             rows = (await conn.execute(query)).all()
         return [_batch_from_row(row) for row in rows]
 
-    async def count_batches(self, *, kind: str | None = None) -> int:
+    async def count_batches(self, *, kind: str | None = None, client_key: str | None = None) -> int:
         query = select(func.count()).select_from(batches_table)
         if kind is not None:
             query = query.where(batches_table.c.kind == kind)
+        if client_key is not None:
+            query = query.where(batches_table.c.client_key == client_key)
         async with self.db.engine.connect() as conn:
             return int((await conn.execute(query)).scalar_one())
 

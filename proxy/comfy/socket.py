@@ -174,7 +174,8 @@ class BackendSocket:
                 self.last_error = f"{type(exc).__name__}: {exc}"
             finally:
                 self._ws = None
-            if self.state is SocketState.CLOSED:
+            # close() may have run while we awaited the connection.
+            if self.state is SocketState.CLOSED:  # type: ignore[comparison-overlap]
                 break
             if self.state is SocketState.CONNECTED:
                 log.warning("websocket %s dropped: %s", self.url, self.last_error or "closed")

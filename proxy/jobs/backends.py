@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 
 from proxy.comfy import BackendSocket, ComfyClient, SocketState
+from proxy.errors import ComfyUnavailable
 from proxy.settings import Settings
 
 log = logging.getLogger("proxy.backends")
@@ -46,6 +47,29 @@ class Backend:
             "jobs_done": self.jobs_done,
             "last_error": self.last_error or self.socket.last_error,
         }
+
+
+@dataclass(frozen=True)
+class PoolHealth:
+    """The pool at a glance, for health answers and admission checks."""
+
+    backends: list[dict[str, Any]]
+    up: int  # usable now
+    connected: int  # websocket connected (a backend resting after a failed submit counts)
+
+    @property
+    def total(self) -> int:
+        return len(self.backends)
+
+
+@dataclass(frozen=True)
+class Device:
+    """The compute device a backend reports (`/system_stats`)."""
+
+    backend: str
+    gpu: bool
+    index: int | None
+    name: str | None
 
 
 class BackendPool:
@@ -85,6 +109,51 @@ class BackendPool:
 
     def up(self) -> list[Backend]:
         return [b for b in self.backends if b.up]
+
+    def connected(self) -> list[Backend]:
+        return [b for b in self.backends if b.socket.connected]
+
+    def health(self) -> PoolHealth:
+        return PoolHealth(
+            backends=[b.describe() for b in self.backends],
+            up=len(self.up()),
+            connected=len(self.connected()),
+        )
+
+    def require_connected(self) -> None:
+        """ComfyUnavailable unless at least one backend's websocket is connected."""
+        if not self.connected():
+            raise ComfyUnavailable(
+                "Model not loaded: no ComfyUI backend is reachable. Try again when it is up."
+            )
+
+    def preferred(self) -> Backend:
+        """The backend to ask questions of: the first usable one, else the first connected,
+        else the first configured (its answer then says why it cannot be reached)."""
+        return (self.up() or self.connected() or self.backends)[0]
+
+    async def device(self) -> Device:
+        """The first reachable backend's GPU (or CPU), as ComfyUI reports it."""
+        self.require_connected()
+        backend = (self.up() or self.connected())[0]
+        stats = await backend.client.system_stats()
+        devices = [d for d in stats.get("devices") or [] if isinstance(d, dict)]
+        gpus = [d for d in devices if str(d.get("type", "cpu")).lower() != "cpu"]
+        if not gpus:
+            return Device(backend=backend.name, gpu=False, index=None, name=None)
+        gpu = gpus[0]
+        return Device(
+            backend=backend.name,
+            gpu=True,
+            index=int(gpu.get("index") or 0),
+            name=str(gpu["name"]) if gpu.get("name") is not None else None,
+        )
+
+    async def model_listing(self, folders: list[str]) -> dict[str, list[str]]:
+        """The model files ComfyUI itself reports per folder (its GET /models/{folder});
+        a folder it lacks counts as empty."""
+        backend = self.preferred()
+        return {f: (await backend.client.list_models(f)) or [] for f in folders}
 
     def start(self) -> None:
         for backend in self.backends:

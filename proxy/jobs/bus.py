@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -29,6 +30,9 @@ class JobEvent:
 
 class EventBus:
     def __init__(self, queue_size: int = 1000, replay_size: int = 500) -> None:
+        # Names this bus's event ids: an id from another process (or an earlier run) cannot
+        # be replayed from here.
+        self.epoch = uuid.uuid4().hex[:8]
         self._subscribers: set[asyncio.Queue[JobEvent]] = set()
         self._ids = itertools.count(1)
         self._queue_size = queue_size

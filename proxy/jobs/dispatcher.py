@@ -63,6 +63,11 @@ class Dispatcher:
     def wake(self) -> None:
         self._wake.set()
 
+    @property
+    def running(self) -> bool:
+        """Whether the dispatch loop is alive (not stopped, not ended by a defect)."""
+        return self._task is not None and not self._task.done()
+
     async def on_backend_state(self, backend: Backend, state: SocketState) -> None:
         if state is SocketState.CONNECTED:
             log.info("backend %s is up", backend.name)

@@ -13,6 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from proxy.media.storage import OutputRecord
+
 
 class JobStatus(str, enum.Enum):
     PENDING = "pending"  # created with start=false; nothing sent to ComfyUI yet
@@ -31,23 +33,26 @@ class JobStatus(str, enum.Enum):
         return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
 
 
+class JobPhase(str, enum.Enum):
+    """Where a job is, in the core's words: what every surface translates into its seed's
+    status words (one dict each). Derived from the persisted status and stage."""
+
+    CREATED = "created"  # pending: created with start=false, not started
+    WAITING = "waiting"  # queued in the proxy or in a ComfyUI queue
+    RETRYING = "retrying"  # queued again after its backend lost it mid-run (already started)
+    RUNNING = "running"  # ComfyUI is executing it
+    STORING = "storing"  # ComfyUI has finished; the proxy is copying the outputs
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+# The stage a running job is in while the proxy stores its outputs (set by the progress
+# tracker; the one stage that is also a phase).
+STORING_STAGE = "storing output"
+
 ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
 STARTABLE = (JobStatus.PENDING, JobStatus.CANCELLED, JobStatus.FAILED)
-
-
-class OutputRecord(BaseModel):
-    """One stored output file (relative to the outputs folder)."""
-
-    filename: str
-    content_type: str
-    size_bytes: int
-    node_id: str
-    comfy_filename: str
-    width: int | None = None
-    height: int | None = None
-    frames: int | None = None
-    fps: float | None = None
-    duration_s: float | None = None
 
 
 class Attempt(BaseModel):
@@ -104,6 +109,43 @@ class Job(BaseModel):
         return self.outputs[0] if self.outputs else None
 
     @property
+    def finished_video(self) -> OutputRecord | None:
+        """The video, once the job has completed (None before)."""
+        return self.video if self.status is JobStatus.COMPLETED else None
+
+    @property
+    def phase(self) -> JobPhase:
+        if self.status is JobStatus.RUNNING and self.stage == STORING_STAGE:
+            return JobPhase.STORING
+        if self.status is JobStatus.QUEUED and (self.retries or self.started_at is not None):
+            return JobPhase.RETRYING
+        return phase_of(self.status)
+
+    @property
     def seed(self) -> int | None:
         value = self.params.get("seed")
         return int(value) if value is not None else None
+
+
+_PHASE_OF = {
+    JobStatus.PENDING: JobPhase.CREATED,
+    JobStatus.QUEUED: JobPhase.WAITING,
+    JobStatus.RUNNING: JobPhase.RUNNING,
+    JobStatus.COMPLETED: JobPhase.SUCCEEDED,
+    JobStatus.FAILED: JobPhase.FAILED,
+    JobStatus.CANCELLED: JobPhase.CANCELLED,
+}
+
+
+def phase_of(status: JobStatus) -> JobPhase:
+    """The phase of a status alone (a running job may also be storing: see `Job.phase`)."""
+    return _PHASE_OF[status]
+
+
+def status_of(phase: JobPhase) -> JobStatus:
+    """The persisted status a phase belongs to."""
+    return _STATUS_OF.get(phase) or _DERIVED[phase]
+
+
+_STATUS_OF = {phase: status for status, phase in _PHASE_OF.items()}
+_DERIVED = {JobPhase.STORING: JobStatus.RUNNING, JobPhase.RETRYING: JobStatus.QUEUED}

@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from proxy.jobs.models import STORING_STAGE
+
 # Weight per class_type, and the stage shown while that node runs.
 _CLASS_INFO: dict[str, tuple[float, str]] = {
     "UNETLoader": (4.0, "loading models"),
@@ -156,7 +158,7 @@ class ProgressTracker:
     def storing(self) -> None:
         self._done.update(self._weights)
         self._current = None
-        self.stage = "storing output"
+        self.stage = STORING_STAGE
         self.step = None
         self._recompute()
         self.eta_s = 0.0

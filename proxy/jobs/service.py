@@ -4,21 +4,22 @@ through this one service, so they all create and read the same jobs."""
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 import uuid
-from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
-import anyio
-
+from proxy.auth import Principal
 from proxy.errors import ComfyError, Conflict, NotFound, TooManyJobs
 from proxy.jobs.bus import EventBus
 from proxy.jobs.dispatcher import Dispatcher
 from proxy.jobs.models import ACTIVE, STARTABLE, Attempt, Job, JobStatus
 from proxy.jobs.store import JobStore, utcnow
 from proxy.jobs.writer import JobWriter
-from proxy.media.storage import OutputStore
+from proxy.media.inputs import InputStore
+from proxy.media.storage import OutputStore, StoredFile
 from proxy.settings import Settings
 from proxy.workflows import WorkflowRegistry
 
@@ -36,8 +37,10 @@ class JobService:
         registry: WorkflowRegistry,
         dispatcher: Dispatcher,
         outputs: OutputStore,
+        inputs: InputStore,
     ) -> None:
         self.settings = settings
+        self.inputs = inputs
         self.store = store
         self.writer = writer
         self.bus = bus
@@ -48,13 +51,16 @@ class JobService:
         # pass its limit together (one proxy process per database; see the README).
         self._admission = asyncio.Lock()
 
-    async def check_capacity(self, client_key: str, max_active: int) -> None:
-        """TooManyJobs when the client already has `max_active` queued or running jobs."""
+    async def check_capacity(self, client_key: str, max_active: int, adding: int = 1) -> None:
+        """TooManyJobs when `adding` more jobs would take the client past `max_active`
+        queued or running jobs."""
         active = await self.store.count(statuses=ACTIVE, client_key=client_key)
-        if active >= max_active:
+        if active + adding > max_active:
+            more = f" and this request adds {adding}" if adding > 1 else ""
             raise TooManyJobs(
-                f"Too many concurrent requests: {active} of your jobs are still running "
-                f"(limit {max_active}). Please try again when one finishes."
+                f"Too many concurrent requests: {active} of your jobs are still running{more} "
+                f"(limit {max_active}, MAX_ACTIVE_JOBS_PER_CLIENT). Please try again when "
+                "one finishes."
             )
 
     async def create(
@@ -77,7 +83,7 @@ class JobService:
         `job_id` lets a caller that records the id elsewhere first (a batch) choose it."""
         flow = self.registry.get(workflow)
         files = {name: info["upload_name"] for name, info in (inputs or {}).items()}
-        params = flow.resolve(values, files)
+        params = flow.resolve(flow.fit_to_inputs(values, inputs or {}), files)
         now = utcnow()
         status = JobStatus.QUEUED if start else JobStatus.PENDING
         job = Job(
@@ -97,17 +103,31 @@ class JobService:
             created_at=now,
             updated_at=now,
         )
-        async with self._admission if max_active is not None else nullcontext():
-            if max_active is not None and client_key is not None:
-                await self.check_capacity(client_key, max_active)
+        async with self.admitting(client_key, max_active):
             await self.writer.create(job)
         if start:
             self.dispatcher.wake()
         return job
 
-    async def get(self, job_id: str) -> Job:
+    @asynccontextmanager
+    async def admitting(
+        self, client_key: str | None, max_active: int | None, adding: int = 1
+    ) -> AsyncIterator[None]:
+        """Hold the admission of `adding` active jobs for `client_key` while the block puts
+        them in place: count-then-insert under one lock, so concurrent requests of one client
+        cannot all pass its limit together (one proxy process per database)."""
+        if max_active is None or client_key is None:
+            yield
+            return
+        async with self._admission:
+            await self.check_capacity(client_key, max_active, adding)
+            yield
+
+    async def get(self, job_id: str, caller: Principal | None = None) -> Job:
+        """The job; NotFound also when `caller` may not see it (its existence is not
+        revealed). No caller: the proxy itself."""
         job = await self.store.get(job_id)
-        if job is None:
+        if job is None or (caller is not None and not caller.can_see(job.client_key)):
             raise NotFound(f"no job with id {job_id!r}")
         return job
 
@@ -118,17 +138,29 @@ class JobService:
         batch_id: str | None = None,
         limit: int | None = None,
         offset: int = 0,
+        caller: Principal | None = None,
     ) -> list[Job]:
         return await self.store.list(
-            statuses=statuses, batch_id=batch_id, limit=limit, offset=offset
+            statuses=statuses,
+            batch_id=batch_id,
+            limit=limit,
+            offset=offset,
+            client_key=caller.scope if caller is not None else None,
         )
 
-    async def count(self, *, statuses: Sequence[JobStatus] | None = None) -> int:
-        return await self.store.count(statuses=statuses)
+    async def count(
+        self, *, statuses: Sequence[JobStatus] | None = None, caller: Principal | None = None
+    ) -> int:
+        return await self.store.count(
+            statuses=statuses, client_key=caller.scope if caller is not None else None
+        )
 
-    async def start(self, job_id: str) -> Job:
-        """Start a pending job, or run a stopped or failed one again as a new attempt."""
-        job = await self.get(job_id)
+    async def start(
+        self, job_id: str, caller: Principal | None = None, *, max_active: int | None = None
+    ) -> Job:
+        """Start a pending job, or run a stopped or failed one again as a new attempt (within
+        the caller's active-job limit)."""
+        job = await self.get(job_id, caller)
         if job.status not in STARTABLE:
             raise Conflict(
                 f"job {job_id} is {job.status.value}; only pending, cancelled or failed jobs "
@@ -138,7 +170,17 @@ class JobService:
         now = utcnow()
         number = job.attempt + 1
         attempts = [*job.attempts, Attempt(number=number, status=JobStatus.QUEUED, started_at=now)]
-        updated = await self.writer.update(
+        async with self.admitting(job.client_key, max_active):
+            updated = await self._requeue(job_id, number, attempts)
+        if updated is None:
+            raise Conflict(f"job {job_id} changed state meanwhile; try again")
+        self.dispatcher.wake()
+        return updated
+
+    async def _requeue(
+        self, job_id: str, number: int, attempts: builtins.list[Attempt]
+    ) -> Job | None:
+        return await self.writer.update(
             job_id,
             expect=STARTABLE,
             status=JobStatus.QUEUED,
@@ -157,14 +199,10 @@ class JobService:
             finished_at=None,
             message="Waiting for a GPU",
         )
-        if updated is None:
-            raise Conflict(f"job {job_id} changed state meanwhile; try again")
-        self.dispatcher.wake()
-        return updated
 
-    async def stop(self, job_id: str) -> Job:
+    async def stop(self, job_id: str, caller: Principal | None = None) -> Job:
         """Cancel a pending, queued or running job (only its own ComfyUI prompt)."""
-        job = await self.get(job_id)
+        job = await self.get(job_id, caller)
         if job.status.finished:
             return job
         now = utcnow()
@@ -197,18 +235,23 @@ class JobService:
         except ComfyError as exc:
             log.warning("job %s: could not withdraw prompt %s: %s", job.id, job.prompt_id, exc)
 
-    async def delete(self, job_id: str) -> Job:
+    async def delete(self, job_id: str, caller: Principal | None = None) -> Job:
         """Stop the job if it is active, then remove its files and its record."""
-        job = await self.stop(job_id)
-        await self.outputs.delete_job(job)
-        for info in (job.inputs or {}).values():
-            if info.get("stored"):
-                await anyio.Path(self.settings.uploads_path / info["stored"]).unlink(
-                    missing_ok=True
-                )
+        job = await self.stop(job_id, caller)
+        await self.outputs.delete([o.filename for o in job.outputs])
+        await self.inputs.discard((job.inputs or {}).values())
         await self.store.delete(job_id)
         await self.writer.deleted(job)
         return job
+
+    async def video_file(self, job: Job) -> StoredFile:
+        """The finished job's video; Conflict while it is not ready."""
+        if job.status is not JobStatus.COMPLETED:
+            raise Conflict(
+                f"job {job.id} is {job.status.value}; the video is not ready",
+                status=job.status.value,
+            )
+        return await self.outputs.open_output(job.video, f"job {job.id}")
 
     async def wait(self, job_id: str, predicate: Callable[[Job], bool], timeout_s: float) -> Job:
         return await self.bus.wait_for(job_id, predicate, lambda: self.store.get(job_id), timeout_s)

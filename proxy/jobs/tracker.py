@@ -87,15 +87,14 @@ class JobTracker:
     async def run(self) -> None:
         """Submit (when the job has no prompt yet) or re-attach, then follow to the end."""
         submit = self.prompt_id is None
-        if submit:
-            self.prompt_id = str(uuid.uuid4())
+        prompt_id = self.prompt_id = self.prompt_id or str(uuid.uuid4())
         self.graph = await self._build_graph(upload=submit)
         # Re-attached (after a restart or a reconnect): carry on from the stored progress, so
         # it never goes backwards.
         self.progress = ProgressTracker(self.graph, percent=0.0 if submit else self.job.progress)
         if not submit and self.job.status is JobStatus.RUNNING:
             self.progress.resumed(self.job.stage, self.job.step, self.job.steps)
-        events = self.backend.socket.subscribe(self.prompt_id)
+        events = self.backend.socket.subscribe(prompt_id)
         try:
             if submit:
                 await self._submit()
@@ -105,7 +104,7 @@ class JobTracker:
         except _Done:
             pass
         finally:
-            self.backend.socket.unsubscribe(self.prompt_id, events)
+            self.backend.socket.unsubscribe(prompt_id, events)
 
     async def _build_graph(self, *, upload: bool) -> dict[str, Any]:
         workflow = self.registry.get(self.job.workflow)

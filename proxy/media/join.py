@@ -64,7 +64,7 @@ def part_info(path: Path) -> PartInfo:
             width=ctx.width,
             height=ctx.height,
             rate=Fraction(rate),
-            time_base=Fraction(stream.time_base),
+            time_base=Fraction(stream.time_base or Fraction(1, 90000)),
             codec=ctx.name,
             extradata=bytes(ctx.extradata) if ctx.extradata else None,
         )
@@ -86,15 +86,18 @@ def _remux(parts: Sequence[Path], out: av.container.OutputContainer) -> int:
             if ostream is None:
                 ostream = out.add_stream_from_template(stream)
                 ostream.time_base = stream.time_base
-            tb = stream.time_base
+            tb = stream.time_base or Fraction(1, 90000)
             start = stream.start_time or 0
             end = offset
             frame_ticks = max(1, round(1 / (Fraction(stream.average_rate or 24) * tb)))
             for packet in container.demux(stream):
                 if packet.dts is None and packet.pts is None:
                     continue  # the demuxer's end-of-stream marker
-                pts = (packet.pts if packet.pts is not None else packet.dts) - start + offset
-                dts = (packet.dts if packet.dts is not None else packet.pts) - start + offset
+                raw_pts = packet.pts if packet.pts is not None else packet.dts
+                raw_dts = packet.dts if packet.dts is not None else packet.pts
+                assert raw_pts is not None and raw_dts is not None  # one of them is set
+                pts = raw_pts - start + offset
+                dts = raw_dts - start + offset
                 if last_dts is not None and dts <= last_dts:
                     dts = last_dts + 1
                 pts = max(pts, dts)

@@ -1,19 +1,68 @@
 """The proxy's own copy of every output, so ComfyUI may run on another machine and a
-restart of either side loses nothing. Files are named after the job, never globbed."""
+restart of either side loses nothing. Files are named after the job, never globbed.
+
+Every file the API serves from storage goes through `OutputStore.open` (or `open_output`),
+which refuses anything that is not a finished output's plain name: paths, hidden files,
+unfinished `.part` files, control characters and over-long names are all "not found".
+"""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
+from pydantic import BaseModel
 
 from proxy.comfy import ComfyClient, OutputFile
 from proxy.errors import ComfyError, NotFound
-from proxy.jobs.models import Job, OutputRecord
 from proxy.media.probe import content_type_of, probe_video
 
 log = logging.getLogger("proxy.media")
+
+# The longest file name most file systems store (ext4, APFS, NTFS).
+MAX_NAME_CHARS = 255
+PARTIAL_SUFFIX = ".part"
+
+
+class OutputRecord(BaseModel):
+    """One stored output file (relative to the outputs folder)."""
+
+    filename: str
+    content_type: str
+    size_bytes: int
+    node_id: str
+    comfy_filename: str
+    width: int | None = None
+    height: int | None = None
+    frames: int | None = None
+    fps: float | None = None
+    duration_s: float | None = None
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """A finished file in storage, ready to be served."""
+
+    path: Path
+    content_type: str
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def plain_name(filename: str) -> bool:
+    """Whether `filename` can name a finished output (and nothing else on the disk)."""
+    return (
+        0 < len(filename) <= MAX_NAME_CHARS
+        and "/" not in filename
+        and "\\" not in filename
+        and not filename.startswith(".")
+        and not filename.endswith(PARTIAL_SUFFIX)
+        and all(ord(c) >= 32 and ord(c) != 127 for c in filename)
+    )
 
 
 class OutputStore:
@@ -25,9 +74,25 @@ class OutputStore:
 
     def path_for(self, filename: str) -> Path:
         """The stored file of this name; refuses anything that is not a plain file name."""
-        if not filename or "/" in filename or "\\" in filename or filename.startswith("."):
-            raise NotFound(f"no output named {filename!r}")
+        if not plain_name(filename):
+            raise NotFound(f"no output named {filename[:80]!r}")
         return self.root / filename
+
+    async def open(self, filename: str, content_type: str | None = None) -> StoredFile:
+        """The finished file of this name, checked to exist; NotFound otherwise."""
+        path = self.path_for(filename)
+        if not await anyio.Path(path).is_file():
+            raise NotFound(f"no output named {filename!r}")
+        return StoredFile(path, content_type or content_type_of(path))
+
+    async def open_output(self, record: OutputRecord | None, owner: str) -> StoredFile:
+        """A job's output, checked to exist; `owner` names the job in the error."""
+        if record is None:
+            raise NotFound(f"{owner} has no output")
+        try:
+            return await self.open(record.filename, record.content_type)
+        except NotFound:
+            raise NotFound(f"the output of {owner} is missing from storage") from None
 
     async def save(
         self, job_id: str, client: ComfyClient, files: list[OutputFile]
@@ -69,13 +134,3 @@ class OutputStore:
     async def delete(self, filenames: list[str]) -> None:
         for name in filenames:
             await anyio.Path(self.path_for(name)).unlink(missing_ok=True)
-
-    async def delete_job(self, job: Job) -> None:
-        await self.delete([o.filename for o in job.outputs])
-
-    async def existing(self, job: Job) -> OutputRecord:
-        """The job's main output, checked to exist on disk."""
-        output = job.video
-        if output is None or not await anyio.Path(self.path_for(output.filename)).is_file():
-            raise NotFound(f"the output of job {job.id} is missing from storage")
-        return output

@@ -11,6 +11,12 @@ file name is kept as metadata only. Every failure removes what was written.
         .files   {field: record}; a record is what `Job.inputs[param]` holds:
                  {"stored", "upload_name", "original_name", "content_type", "size_bytes",
                   "kind", "format", "width", "height", "frames", "fps"}
+
+The parser is python-multipart's low-level `MultipartParser`, not `streaming-form-data`. That
+library's async targets would keep disk writes off the loop, but it cannot tell a complete body
+from one cut short between parts (its end state is private) and silently drops a part with no
+Content-Disposition. Its parts are routed by pre-registered name, and a catch-all target is never
+told the name, so free-form text fields and "unexpected file field <name>" would need a hack.
 """
 
 from __future__ import annotations
@@ -19,10 +25,10 @@ import asyncio
 import logging
 import unicodedata
 import uuid
-from collections.abc import AsyncIterable, Iterable, Mapping
+from collections.abc import AsyncIterable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import av
@@ -31,6 +37,9 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from proxy.errors import InvalidInput, PayloadTooLarge
+
+if TYPE_CHECKING:  # the callbacks' TypedDict exists for type checkers only
+    from python_multipart.multipart import MultipartCallbacks
 
 log = logging.getLogger("proxy.uploads")
 
@@ -41,8 +50,9 @@ SNIFF_BYTES = 64
 # Text fields are prompts and numbers; anything longer is a mistake or an attack.
 MAX_FIELD_BYTES = 64 * 1024
 MAX_FIELDS = 64
-# Far above any useful input frame, well below Pillow's decompression-bomb threshold.
-MAX_IMAGE_PIXELS = 64 * 1024 * 1024
+# Twice the largest frame the workflows make (2048x2048) on each side; checked from the
+# header, before a pixel is decoded, so a small file that decodes huge costs nothing.
+MAX_IMAGE_PIXELS = 4096 * 4096
 
 
 @dataclass(frozen=True)
@@ -139,7 +149,10 @@ def _inspect_image(path: Path, media: MediaType) -> dict[str, Any]:
     with Image.open(path, formats=[media.decoder]) as img:
         width, height = img.size
         if width * height > MAX_IMAGE_PIXELS:
-            raise ValueError(f"{width}x{height} is more pixels than this server accepts")
+            raise ValueError(
+                f"{width}x{height} is more pixels than this server accepts "
+                f"(at most {MAX_IMAGE_PIXELS // 1_000_000} megapixels, such as 4096x4096)"
+            )
         img.load()
         return {"width": width, "height": height}
 
@@ -172,7 +185,9 @@ def inspect_sync(path: Path, media: MediaType) -> dict[str, Any]:
             return _inspect_image(path, media)
         return _inspect_video(path, media)
     except (OSError, SyntaxError, av.FFmpegError, Image.DecompressionBombError) as exc:
-        raise ValueError(str(exc) or type(exc).__name__) from exc
+        # Decoders name the file they read: that is a path on this server, never shown.
+        text = (str(exc) or "unreadable").replace(str(path), "the file").replace(path.name, "")
+        raise ValueError(text.replace("''", "").strip(" :")) from exc
 
 
 # -- one file part ----------------------------------------------------------------------------
@@ -334,14 +349,14 @@ class _FormReader:
         except (FormParserError, ValueError) as exc:
             raise InvalidInput("body", f"not a valid multipart/form-data body: {exc}") from None
 
-    def _callbacks(self) -> dict[str, Any]:
-        def data_of(kind: str) -> Any:
+    def _callbacks(self) -> MultipartCallbacks:
+        def data_of(kind: str) -> Callable[[bytes, int, int], None]:
             def on(data: bytes, start: int, end: int) -> None:
                 self._events.append((kind, bytes(data[start:end])))
 
             return on
 
-        def mark(kind: str) -> Any:
+        def mark(kind: str) -> Callable[[], None]:
             return lambda: self._events.append((kind, b""))
 
         def on_end() -> None:
@@ -431,8 +446,10 @@ async def receive_form(
     uploads_dir: Path,
     max_upload_bytes: int,
     content_length: str | None = None,
+    required: bool = True,
 ) -> ReceivedForm:
-    """Parse a multipart/form-data body, storing the file parts named in `expect`.
+    """Parse a multipart/form-data body, storing the file parts named in `expect`
+    (`required=False`: each of them may be absent).
 
     Each expected field must arrive as a file part of its kind; other file parts are refused.
     A missing file is an `InvalidInput` naming its field; a file over `max_upload_bytes` is
@@ -469,7 +486,7 @@ async def receive_form(
         if not reader.ended:
             raise InvalidInput("body", "the multipart body ended before its closing boundary")
         for name, kind in expect.items():
-            if name not in reader.form.files:
+            if required and name not in reader.form.files:
                 raise InvalidInput(
                     name,
                     f"{WITH_ARTICLE[kind]} file is required (as a file part: -F '{name}=@file')",

@@ -161,6 +161,13 @@ class DownloadManager:
         self._notify()
         return record
 
+    def files_for(self, name: str) -> list[str] | None:
+        """The manifest ids a name stands for: every file a workflow needs, or one file by
+        its id; None when the manifest knows neither."""
+        if name in self.manifest.workflows:
+            return [entry.id for entry in self.manifest.required_for(name)]
+        return [name] if name in self.manifest.ids else None
+
     async def get(self, download_id: str) -> DownloadRecord:
         """One record; `NotFound` if there is no such download."""
         return await self.store.get(download_id)
@@ -222,7 +229,7 @@ class DownloadManager:
                 )
             try:
                 await asyncio.wait_for(changed.wait(), remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     # -- internals -------------------------------------------------------------------------

@@ -1,18 +1,24 @@
 """Which manifest files ComfyUI can see, and which workflows are ready to run.
 
-Pure functions: the caller fetches the per-folder listings (ComfyUI's `GET /models/{folder}`)
-and hands them in, so this module does no I/O and is trivially testable. A folder missing
-from the listing (not fetched, or the fetch failed) makes its entries *unknown* (`None`),
-which is different from *absent* (`False`).
+`compute_presence` is a pure function of the per-folder listings (ComfyUI's
+`GET /models/{folder}`), so it is trivially testable; `ModelPresence` is the one provider the
+API asks, which fetches those listings from the backends. A folder missing from the listing
+(not fetched, or the fetch failed) makes its entries *unknown* (`None`), which is different
+from *absent* (`False`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any
 
 from pydantic import BaseModel
 
+from proxy.errors import ProxyError
 from proxy.modelfiles.manifest import Manifest
+
+log = logging.getLogger("proxy.modelfiles")
 
 FolderListing = Mapping[str, Iterable[str]]
 
@@ -57,3 +63,47 @@ def compute_presence(manifest: Manifest, listing: FolderListing | None) -> Prese
             workflow=name, ready=ready, missing=missing, unknown=unknown
         )
     return PresenceReport(known=listing is not None, models=models, workflows=workflows)
+
+
+class ModelPresence:
+    """What ComfyUI has of the manifest's files, asked when needed (never guessed)."""
+
+    def __init__(
+        self, manifest: Manifest, fetch: Callable[[list[str]], Awaitable[dict[str, list[str]]]]
+    ) -> None:
+        self.manifest = manifest
+        self._fetch = fetch
+
+    async def listing(self) -> dict[str, list[str]] | None:
+        """ComfyUI's file names per folder the manifest uses; None when it cannot be asked."""
+        folders = sorted({m.folder for m in self.manifest.models})
+        try:
+            return await self._fetch(folders)
+        except ProxyError as exc:
+            log.warning("model presence unknown: %s", exc.message)
+            return None
+
+    async def report(self) -> PresenceReport:
+        return compute_presence(self.manifest, await self.listing())
+
+    async def readiness(self) -> dict[str, dict[str, Any]]:
+        """Per workflow: whether every model file it needs is present, and which are not."""
+        report = await self.report()
+        result = {}
+        for name in self.manifest.workflows:
+            ready = report.workflows[name]
+            result[name] = {
+                "ready": ready.ready,
+                "missing": ready.missing,
+                "files": [
+                    {
+                        "id": m.id,
+                        "filename": m.filename,
+                        "folder": m.folder,
+                        "present": report.models.get(m.id),
+                        "approx_size": m.approx_size,
+                    }
+                    for m in self.manifest.required_for(name)
+                ],
+            }
+        return result

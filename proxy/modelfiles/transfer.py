@@ -4,6 +4,13 @@ Everything here is about one file and one URL; the manager owns records and task
 work runs in worker threads (`asyncio.to_thread`) in batches, never on the event loop, and
 the response body is streamed, never held whole. The file grows as `<target>.part` and is
 renamed into place only after its size and checksum are verified.
+
+Why not `huggingface_hub.hf_hub_download`: it is synchronous (a worker thread blocked on a
+stalled read cannot be cancelled, and it sleeps between its own retries), it deletes its
+partial file on any failure so nothing resumes after a restart, it checks sizes but not
+sha256, and it writes under the repository's path inside `local_dir` with a metadata folder,
+not at our target; it also cannot fetch the manifest's plain URL sources. huggingface_hub
+still builds the URL and finds the token (see `downloads.py`).
 """
 
 from __future__ import annotations
@@ -96,7 +103,7 @@ def _size_or_none(path: Path) -> int | None:
 def _linked_sha256(response: httpx.Response) -> str | None:
     """The sha256 Hugging Face announces for LFS files (`X-Linked-Etag` on the redirect)."""
     for r in (*response.history, response):
-        etag = r.headers.get("x-linked-etag")
+        etag: str | None = r.headers.get("x-linked-etag")
         if etag:
             value = etag.removeprefix("W/").strip('"').lower()
             if _SHA256.match(value):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,6 +37,20 @@ def _multiple_of(n: int) -> Callable[[int], int]:
         return value
 
     return check
+
+
+def frames_4k1(n: int) -> int:
+    """The largest 4k+1 not above n (n >= 1): Wan's VAE makes 4k+1 frames."""
+    return n - (n - 1) % 4
+
+
+def fit_size(width: int, height: int, area: int) -> tuple[int, int]:
+    """The aspect of width x height at no more than `area` pixels, in multiples of 32."""
+    scale = min(1.0, math.sqrt(area / (width * height)))
+    return (
+        min(2048, max(32, round(width * scale / 32) * 32)),
+        min(2048, max(32, round(height * scale / 32) * 32)),
+    )
 
 
 def _four_k_plus_1(value: int) -> int:
@@ -65,7 +80,7 @@ def _field_for(param: ParamSpec) -> tuple[Any, Any]:
     if param.type == "choice":
         from typing import Literal
 
-        base: Any = Literal[tuple(param.choices or ())]  # type: ignore[misc]
+        base: Any = Literal[tuple(param.choices or ())]
     else:
         base = _PY_TYPES[param.type]
     validators: list[Any] = []
@@ -81,6 +96,15 @@ def _field_for(param: ParamSpec) -> tuple[Any, Any]:
     if param.random or param.default is None:
         return annotation | None, None
     return annotation, param.default
+
+
+def _optional_field_for(param: ParamSpec) -> tuple[Any, Any]:
+    """Like `_field_for`, but `null` is accepted as "not given" (many form and automation
+    clients send null for an empty field); the default shown is the workflow's."""
+    annotation, default = _field_for(param)
+    if default is ...:
+        return annotation, Field(description=param.description)
+    return annotation | None, Field(default, description=param.description)
 
 
 @dataclass
@@ -102,6 +126,11 @@ class Workflow:
     def name(self) -> str:
         return self.spec.name
 
+    def fields(self) -> dict[str, tuple[Any, Any]]:
+        """(annotation, FieldInfo) of every non-file parameter, null meaning "not given":
+        what surfaces derive their request models from."""
+        return {p.name: _optional_field_for(p) for p in self.spec.params if not p.is_file}
+
     @property
     def file_params(self) -> list[ParamSpec]:
         return [p for p in self.spec.params if p.is_file]
@@ -118,6 +147,33 @@ class Workflow:
             name = ".".join(str(p) for p in err["loc"]) or "body"
             raise InvalidInput(name, str(err["msg"]).removeprefix("Value error, ")) from None
         return model.model_dump()
+
+    def fit_to_inputs(
+        self, values: dict[str, Any], inputs: dict[str, dict[str, Any]]
+    ) -> dict[str, Any]:
+        """Sizes a video input implies, for the ones the request leaves out: the source's
+        aspect at about the workflow's default area (multiples of 32), and no more frames
+        than the source has (4k+1)."""
+        video = next(
+            (inputs[p.name] for p in self.file_params if p.type == "video" and p.name in inputs),
+            None,
+        )
+        width, height, length = self.param("width"), self.param("height"), self.param("length")
+        if video is None or width is None or height is None or length is None:
+            return values
+        fitted = dict(values)
+        if (fitted.get("width") is None or fitted.get("height") is None) and video.get("width"):
+            area = int(width.default or 1280) * int(height.default or 704)
+            fit_w, fit_h = fit_size(int(video["width"]), int(video["height"]), area)
+            fitted["width"] = fitted.get("width") or fit_w
+            fitted["height"] = fitted.get("height") or fit_h
+        frames = video.get("frames")
+        wanted = fitted.get("length") or length.default
+        if frames and isinstance(wanted, int) and wanted > frames:
+            fitted["length"] = frames_4k1(int(frames)) if length.four_k_plus_1 else int(frames)
+        elif fitted.get("length") is None and wanted is not None:
+            fitted["length"] = wanted
+        return fitted
 
     def resolve(
         self, values: dict[str, Any], files: dict[str, str] | None = None
@@ -216,6 +272,10 @@ class WorkflowRegistry:
                 raise NotFound(f"workflow {name!r} is not loaded: {'; '.join(self.broken[name])}")
             raise NotFound(f"unknown workflow {name!r}; served: {served}")
         return workflow
+
+    def find(self, name: str) -> Workflow | None:
+        """The workflow of this name or alias, or None."""
+        return self.workflows.get(name) or self.by_alias(name)
 
     def by_alias(self, name: str) -> Workflow | None:
         for workflow in self.workflows.values():

@@ -52,7 +52,7 @@ async def test_an_unserved_model_is_a_422_listing_the_served_ones(client):
 
 async def test_bad_fields_name_themselves(client):
     for body, field in (
-        ({"prompt": "x", "num_frames": 80}, "length"),
+        ({"prompt": "x", "num_frames": 80}, "num_frames"),  # the name the client sent
         ({"prompt": "x", "width": 100}, "width"),
         ({"prompt": "x", "num_gpus": 0}, "num_gpus"),
         ({"prompt": "x", "stepz": 3}, "stepz"),

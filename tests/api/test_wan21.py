@@ -12,9 +12,9 @@ import shutil
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import av
@@ -24,10 +24,19 @@ import pytest
 from PIL import Image
 
 from proxy.jobs.models import ACTIVE
+from proxy.modelfiles import DownloadManager
 from proxy.modelfiles.manifest import load_manifest
+from proxy.modelfiles.store import DownloadRecord, DownloadStatus
 from proxy.services import Services
 from proxy.settings import Settings
-from tests.support import MANIFEST, REPO_ROOT, StandinProcess, proxy_server, standin_process
+from tests.support import (
+    MANIFEST,
+    REPO_ROOT,
+    StandinProcess,
+    proxy_server,
+    require_shared,
+    standin_process,
+)
 
 SEED_002 = REPO_ROOT.parent / "shared" / "seeds" / "002_15ab1982266d0a07.txt"
 SMALL = {"width": 64, "height": 64, "num_frames": 9, "num_inference_steps": 25}
@@ -190,9 +199,12 @@ async def test_text_to_video_maps_the_seed_fields_and_completes(api: Api) -> Non
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["status"] == "pending" and body["seed"] == 42 and body["num_frames"] == 9
-    assert body["message"] == (
-        "Video generation started (num_frames 10 → 9: the model makes 4k+1 frames)"
+    # Sent explicitly, the seed's steps and guidance are honoured, with a note on each.
+    assert body["message"].startswith(
+        "Video generation started (num_frames 10 → 9: the model makes 4k+1 frames; "
+        "num_inference_steps 25: this model is distilled for 8 steps"
     )
+    assert "guidance_scale 6: this model is tuned for 1" in body["message"]
     params = (await api.native_job(body["job_id"]))["params"]
     assert params | {"seed": 42} == params
     assert (params["length"], params["cfg"], params["steps"], params["fps"]) == (9, 6.0, 25, 8)
@@ -214,14 +226,16 @@ async def test_text_to_video_maps_the_seed_fields_and_completes(api: Api) -> Non
     assert head.status_code == 200 and int(head.headers["content-length"]) == len(video.content)
 
 
-async def test_text_to_video_defaults_are_the_seeds(api: Api) -> None:
+async def test_text_to_video_defaults_are_the_seeds_except_steps_and_guidance(api: Api) -> None:
     r = await api.client.post("/api/v1/generate/text-to-video", json={"prompt": "defaults"})
     body = r.json()
     assert body["num_frames"] == 61 and "64 → 61" in body["message"]
+    assert "distilled" not in body["message"]  # nothing sent outside the model's regime
     job = await api.native_job(body["job_id"])
     params = job["params"]
     assert (params["width"], params["height"], params["fps"]) == (512, 512, 24)
-    assert (params["cfg"], params["steps"], params["length"]) == (7.5, 50, 61)
+    # The seed's 7.5 and 50 would make FastWAN 6x slower and over-guided: its own defaults.
+    assert (params["cfg"], params["steps"], params["length"]) == (1.0, 8, 61)
     assert isinstance(params["seed"], int) and params["seed"] >= 0  # -1 → drawn at random
     assert job["surface"] == "wan21"
     await api.client.post(f"/api/jobs/{body['job_id']}/stop")
@@ -251,9 +265,9 @@ T2V_BAD = [
     ({"prompt": "x", "height": 4096}, "height"),
     ({"prompt": "x", "seed": -2}, "seed"),
     ({"prompt": "x", "seed": 2**64}, "seed"),
-    ({"prompt": "x", "guidance_scale": 0.5}, "guidance_scale"),
+    ({"prompt": "x", "guidance_scale": 21}, "guidance_scale"),
     ({"prompt": "x", "guidance_scale": "high"}, "guidance_scale"),
-    ({"prompt": "x", "num_inference_steps": 8}, "num_inference_steps"),
+    ({"prompt": "x", "num_inference_steps": 0}, "num_inference_steps"),
     ({"prompt": "x", "num_inference_steps": 101}, "num_inference_steps"),
     ({"prompt": "x", "colour": "red"}, "colour"),
     ([1, 2], "body"),
@@ -335,7 +349,7 @@ async def test_image_to_video_defaults(api: Api) -> None:
     assert body["num_frames"] == 61
     params = (await api.native_job(body["job_id"]))["params"]
     assert (params["width"], params["height"]) == (512, 512)
-    assert (params["cfg"], params["steps"]) == (7.5, 50)
+    assert (params["cfg"], params["steps"]) == (1.0, 8)  # FastWAN's, not the seed's 7.5, 50
     assert params["prompt"] == "" and params["seed"] >= 0
     await api.client.post(f"/api/jobs/{body['job_id']}/stop")
 
@@ -415,7 +429,7 @@ async def test_video_to_video_takes_the_seed_form(api: Api) -> None:
     assert "96x64, 13 frames of the source's 14" in body["message"]
     params = (await api.native_job(body["job_id"]))["params"]
     assert (params["strength"], params["width"], params["height"]) == (0.8, 96, 64)
-    assert (params["cfg"], params["steps"], params["fps"]) == (7.5, 50, 24)
+    assert (params["cfg"], params["steps"], params["fps"]) == (1.0, 8, 24)  # FastWAN's own
     assert params["video"].startswith("fastwan_") and params["video"].endswith(".mp4")
 
 
@@ -556,21 +570,30 @@ async def test_outputs_refuses_anything_but_a_stored_file(api: Api) -> None:
 
 
 async def test_models_without_presence_checks_is_503(api: Api) -> None:
-    api.services.extras.pop("presence", None)
-    api.services.extras.pop("downloads", None)
-    assert_error(await api.client.get("/api/v1/models"), 503, "not enabled")
+    # What the lifespan leaves when the model manifest cannot be loaded.
+    api.services.presence = None
+    api.services.downloads = None
+    api.services.problems["model_files"] = "model files are unavailable: bad manifest"
+    assert_error(await api.client.get("/api/v1/models"), 503, "bad manifest")
     r = await api.client.post("/api/v1/models/download", json={"model_id": "fastwan_t2v"})
-    assert_error(r, 503, "not enabled")
+    assert_error(r, 503, "bad manifest")
+
+
+class FakePresence:
+    def __init__(self, readiness: dict[str, Any]) -> None:
+        self._readiness = readiness
+
+    async def readiness(self) -> dict[str, Any]:
+        return self._readiness
 
 
 async def test_models_lists_workflows_with_readiness(api: Api) -> None:
-    async def presence() -> dict[str, Any]:
-        return {
+    api.services.presence = FakePresence(  # type: ignore[assignment]
+        {
             "fastwan_t2v": {"ready": True, "missing": [], "files": []},
             "fastwan_i2v": {"ready": False, "missing": ["wan2.2_vae.safetensors"], "files": []},
         }
-
-    api.services.extras["presence"] = presence
+    )
     models = {m["id"]: m for m in (await api.client.get("/api/v1/models")).json()["models"]}
     assert {"fastwan_t2v", "fastwan_i2v", "fastwan_v2v"} <= set(models)
     assert models["fastwan_t2v"]["downloaded"] is True
@@ -582,21 +605,36 @@ async def test_models_lists_workflows_with_readiness(api: Api) -> None:
 
 
 class FakeDownloads:
+    """Records what would be downloaded; which files a name stands for is the real rule."""
+
+    files_for = DownloadManager.files_for
+
     def __init__(self, done: set[str] = frozenset()) -> None:  # type: ignore[assignment]
         self.manifest = load_manifest(MANIFEST)
         self.started: list[str] = []
         self.done = done
 
-    async def start_download(self, model_id: str) -> SimpleNamespace:
-        self.manifest.get(model_id)
+    async def start_download(self, model_id: str) -> DownloadRecord:
+        entry = self.manifest.get(model_id)
         self.started.append(model_id)
-        status = "completed" if model_id in self.done else "queued"
-        return SimpleNamespace(id=f"dl-{model_id}", model_id=model_id, status=status)
+        status = DownloadStatus.completed if model_id in self.done else DownloadStatus.queued
+        now = datetime.now(UTC)
+        return DownloadRecord(
+            id=f"dl-{model_id}",
+            model_id=model_id,
+            filename=entry.filename,
+            folder=entry.folder,
+            target_path=f"/models/{entry.folder}/{entry.filename}",
+            source_url="https://example.invalid/",
+            status=status,
+            created_at=now,
+            updated_at=now,
+        )
 
 
 async def test_models_download(api: Api) -> None:
     downloads = FakeDownloads()
-    api.services.extras["downloads"] = downloads
+    api.services.downloads = downloads  # type: ignore[assignment]
     url = "/api/v1/models/download"
     r = await api.client.post(url, json={"model_id": "Wan-AI/Wan2.2-TI2V-5B"})  # an alias
     body = r.json()
@@ -611,7 +649,7 @@ async def test_models_download(api: Api) -> None:
         {"id": "dl-wan2.2-vae", "model_id": "wan2.2-vae", "status": "queued"}
     ]
 
-    api.services.extras["downloads"] = FakeDownloads(done={"wan2.2-vae"})
+    api.services.downloads = FakeDownloads(done={"wan2.2-vae"})  # type: ignore[assignment]
     r = await api.client.post(url, json={"model_id": "wan2.2-vae"})
     assert r.json()["message"] == "Model already downloaded"
 
@@ -630,9 +668,7 @@ async def test_models_download(api: Api) -> None:
 
 
 def seed_curl_commands() -> list[list[str]]:
-    if not SEED_002.exists():
-        pytest.skip("the seed documents are not beside the checkout")
-    blocks = re.findall(r"```bash\n(.*?)```", SEED_002.read_text(), re.S)
+    blocks = re.findall(r"```bash\n(.*?)```", require_shared(SEED_002).read_text(), re.S)
     return [
         shlex.split(block.replace("\\\n", " "))
         for block in blocks
@@ -646,12 +682,10 @@ async def test_the_seed_curl_examples_work(api: Api, tmp_path: Path) -> None:
         pytest.skip("curl is not installed")
     (tmp_path / "image.jpg").write_bytes(png_bytes())  # a PNG named .jpg: typed by content
     (tmp_path / "video.mp4").write_bytes(mp4_bytes())
-    api.services.extras["downloads"] = FakeDownloads()
-
-    async def presence() -> dict[str, Any]:
-        return {"fastwan_t2v": {"ready": True, "missing": [], "files": []}}
-
-    api.services.extras["presence"] = presence
+    api.services.downloads = FakeDownloads()  # type: ignore[assignment]
+    api.services.presence = FakePresence(  # type: ignore[assignment]
+        {"fastwan_t2v": {"ready": True, "missing": [], "files": []}}
+    )
     commands = seed_curl_commands()
     assert len(commands) == 6
     answers = {}

@@ -296,3 +296,29 @@ async def test_a_lost_file_is_left_out_of_the_zip(offline):
     r = await client.get(f"/api/video/batch_download/{batch_id}")
     with zipfile.ZipFile(io.BytesIO(r.content)) as archive:
         assert archive.namelist() == [f"job_1_{ids[1]}.mp4"]
+
+
+async def test_batch_websocket_with_a_deleted_job_reports_it_and_follows_the_rest(offline):
+    # Regression: a batch with a deleted job crashed its websocket (AttributeError on None).
+    client = offline.client
+    batch_id, ids = await _batch(client, ["a", "b"])
+    assert (await client.delete(f"/api/jobs/{ids[0]}")).status_code == 200
+    async with websockets.connect(f"{offline.ws_url}/api/ws/batch/{batch_id}") as ws:
+        first = await recv(ws)
+        assert first["status"] == "processing"
+        assert first["jobs"][0]["status"] == "failed"
+        assert first["jobs"][0]["message"] == "The job was deleted"
+        await offline.complete(ids[1])
+        rest = await recv_until_closed(ws)
+        assert ws.close_code == 1000
+    assert rest[-1]["status"] == "partial" and rest[-1]["completed"] == 1
+
+
+async def test_batch_websocket_of_a_batch_whose_jobs_are_all_deleted_ends_at_once(offline):
+    client = offline.client
+    batch_id, ids = await _batch(client, ["a"])
+    assert (await client.delete(f"/api/jobs/{ids[0]}")).status_code == 200
+    async with websockets.connect(f"{offline.ws_url}/api/ws/batch/{batch_id}") as ws:
+        got = await recv_until_closed(ws)
+        assert ws.close_code == 1000
+    assert [m["status"] for m in got] == ["failed"]

@@ -176,7 +176,7 @@ async def test_generate_and_regenerate_errors(offline):
 
 async def test_prompt_tools_can_store_drafted_scenes(offline):
     assert (await offline.client.get("/api/batches")).status_code == 200  # the lifespan ran
-    save = offline.server.app.state.save_scene_session
+    save = offline.services.batches.save_scene_session
     session_id = await save(
         [
             {"scenario": "hook", "description": "a hook"},

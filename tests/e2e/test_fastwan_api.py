@@ -11,7 +11,7 @@ import httpx
 
 from proxy.media.probe import probe_video_sync
 from tests.e2e.conftest import SMALL
-from tests.support import REPO_ROOT, follow_job
+from tests.support import REPO_ROOT, follow_job, require_shared
 
 SEED_001 = REPO_ROOT.parent / "shared" / "seeds" / "001_09452b8fce1052af.txt"
 
@@ -137,11 +137,7 @@ async def test_a_node_failure_names_the_node_and_an_oom_says_what_to_do(client, 
 
 async def test_the_seed_python_example_runs_unchanged(proxy, tmp_path):
     """The seed's Python example, verbatim but for host and port (and a shorter poll)."""
-    text = SEED_001.read_text() if SEED_001.exists() else None
-    if text is None:
-        import pytest
-
-        pytest.skip("the seed documents are not beside the checkout")
+    text = require_shared(SEED_001).read_text()
     code = re.search(r"```python\n(.*?)```", text, re.S).group(1)
     code = code.replace("http://localhost:8189", proxy.url)
     code = code.replace("time.sleep(5)", "time.sleep(0.5)")  # the example's own poll interval

@@ -5,18 +5,24 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
+from proxy.api.auth import authenticate
+from proxy.api.deps import get_downloads, get_presence
 from proxy.api.errors import install_error_handlers
 from proxy.api.modelfiles import router
+from proxy.auth import ANONYMOUS
 from proxy.db import Database
 from proxy.errors import ComfyUnavailable
 from proxy.modelfiles.downloads import DownloadManager
 from proxy.modelfiles.manifest import Manifest
+from proxy.modelfiles.presence import ModelPresence
+from proxy.services import get_services
 from proxy.settings import Settings
 
 from .fileserver import FileServer
@@ -38,7 +44,11 @@ def manifest(blob: Blob) -> Manifest:
     )
 
 
-def build_app(settings: Settings, manifest: Manifest) -> FastAPI:
+def build_app(
+    settings: Settings, manifest: Manifest, presence: ModelPresence | None = None
+) -> FastAPI:
+    """The router with its two dependencies overridden, as the proxy's lifespan provides."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         database = Database(settings.db_url)
@@ -48,7 +58,8 @@ def build_app(settings: Settings, manifest: Manifest) -> FastAPI:
                 database, settings, client, manifest=manifest, progress_interval_s=0.05
             )
             await downloads.start()
-            app.state.downloads = downloads
+            app.dependency_overrides[get_downloads] = lambda: downloads
+            app.state.downloads = downloads  # for the test to reach it
             try:
                 yield
             finally:
@@ -56,6 +67,9 @@ def build_app(settings: Settings, manifest: Manifest) -> FastAPI:
                 await database.close()
 
     app = FastAPI(lifespan=lifespan)
+
+    app.dependency_overrides[authenticate] = lambda: ANONYMOUS  # an open proxy
+    app.dependency_overrides[get_presence] = lambda: presence
     install_error_handlers(app)
     app.include_router(router)
     return app
@@ -100,17 +114,15 @@ async def test_overview_without_presence(api_settings: Settings, manifest: Manif
     assert {w["workflow"]: w["ready"] for w in body["workflows"]} == {"t2v": None, "i2v": None}
 
 
-@pytest.mark.parametrize("kind", ["mapping", "sync", "async"])
-async def test_overview_with_presence(
-    api_settings: Settings, manifest: Manifest, kind: str
-) -> None:
+async def test_overview_with_presence(api_settings: Settings, manifest: Manifest) -> None:
     listing = {"diffusion_models": ["model.safetensors"], "vae": []}
+    asked: list[list[str]] = []
 
-    async def fetch() -> dict[str, list[str]]:
+    async def fetch(folders: list[str]) -> dict[str, list[str]]:
+        asked.append(folders)
         return listing
 
-    app = build_app(api_settings, manifest)
-    app.state.model_presence = {"mapping": listing, "sync": lambda: listing, "async": fetch}[kind]
+    app = build_app(api_settings, manifest, ModelPresence(manifest, fetch))
     async with running(app) as client:
         body = (await client.get("/api/model-files")).json()
     assert body["presence_known"] is True
@@ -118,16 +130,16 @@ async def test_overview_with_presence(
     workflows = {w["workflow"]: w for w in body["workflows"]}
     assert workflows["t2v"]["ready"] is False
     assert workflows["t2v"]["missing"] == ["vae.safetensors"]
+    assert asked == [["diffusion_models", "vae"]]  # each folder the manifest uses, once
 
 
 async def test_presence_source_failing_means_unknown(
     api_settings: Settings, manifest: Manifest
 ) -> None:
-    async def fetch() -> dict[str, list[str]]:
+    async def fetch(folders: list[str]) -> dict[str, list[str]]:
         raise ComfyUnavailable("ComfyUI at http://127.0.0.1:8188 is not reachable")
 
-    app = build_app(api_settings, manifest)
-    app.state.model_presence = fetch
+    app = build_app(api_settings, manifest, ModelPresence(manifest, fetch))
     async with running(app) as client:
         response = await client.get("/api/model-files")
     assert response.status_code == 200
@@ -202,13 +214,18 @@ async def test_errors(api_settings: Settings, manifest: Manifest, tmp_path: Path
 
 async def test_without_manager_and_openapi(manifest: Manifest) -> None:
     app = FastAPI()
+    app.dependency_overrides[authenticate] = lambda: ANONYMOUS  # an open proxy
     install_error_handlers(app)
     app.include_router(router)
+    # What the lifespan leaves when the manifest cannot be loaded.
+    reason = "model files are unavailable: comfyui/models.json: bad JSON"
+    broken = SimpleNamespace(downloads=None, presence=None, problems={"model_files": reason})
+    app.dependency_overrides[get_services] = lambda: broken
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as client:
         response = await client.get("/api/model-files/downloads")
         assert response.status_code == 503
-        assert "not enabled" in response.json()["error"]
+        assert response.json()["error"] == reason
         schema = (await client.get("/openapi.json")).json()
     paths = schema["paths"]
     assert set(paths) == {

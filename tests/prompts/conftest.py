@@ -12,8 +12,11 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import text
 
+from proxy.api.auth import authenticate
+from proxy.api.deps import get_prompt_tools, get_scene_saver
 from proxy.api.errors import install_error_handlers
 from proxy.api.prompts import router
+from proxy.auth import ANONYMOUS
 from proxy.db import Database
 from proxy.prompts.llm import LLMClient
 from proxy.prompts.service import PromptTools
@@ -117,12 +120,16 @@ async def session_ids(db: Database) -> AsyncIterator[Callable[[str], str]]:
 def build_app(
     tools: PromptTools, save_scene_session: Callable[[list[dict]], Awaitable[str]] | None = None
 ) -> FastAPI:
+    async def not_stored(_scenes: list[dict]) -> None:
+        return None
+
     app = FastAPI()
+
+    app.dependency_overrides[authenticate] = lambda: ANONYMOUS  # an open proxy
     install_error_handlers(app)
     app.include_router(router)
-    app.state.prompt_tools = tools
-    if save_scene_session is not None:
-        app.state.save_scene_session = save_scene_session
+    app.dependency_overrides[get_prompt_tools] = lambda: tools
+    app.dependency_overrides[get_scene_saver] = lambda: save_scene_session or not_stored
     return app
 
 

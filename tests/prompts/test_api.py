@@ -10,8 +10,11 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from proxy.api.auth import authenticate
+from proxy.api.deps import get_prompt_tools
 from proxy.api.errors import install_error_handlers
 from proxy.api.prompts import router
+from proxy.auth import ANONYMOUS
 from proxy.db import Database
 from proxy.prompts import PromptTools
 from proxy.prompts.service import DEFAULT_SCENARIOS
@@ -465,11 +468,14 @@ async def test_lifespan_wiring_as_documented(settings: Settings, fake_llm: FakeL
         db = Database(settings.db_url)
         await db.create_all()
         async with httpx.AsyncClient() as http:
-            app.state.prompt_tools = PromptTools.from_settings(settings, http=http, db=db)
+            tools = PromptTools.from_settings(settings, http=http, db=db)
+            app.dependency_overrides[get_prompt_tools] = lambda: tools
             yield
         await db.close()
 
     app = FastAPI(lifespan=lifespan)
+
+    app.dependency_overrides[authenticate] = lambda: ANONYMOUS  # an open proxy
     install_error_handlers(app)
     app.include_router(router)
     async with app.router.lifespan_context(app), api_client(app) as client:

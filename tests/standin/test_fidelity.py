@@ -15,17 +15,15 @@ from typing import Any
 
 import av
 import httpx
-import pytest
 from PIL import Image
 from websockets.asyncio.client import connect
 
 from comfyui.standin import DataDirs, start_standin, write_placeholder_models
+from tests.support import require_shared
 
 from .conftest import MANIFEST, REFERENCE, WsListener, is_done
 
-pytestmark = pytest.mark.skipif(
-    not REFERENCE.is_dir(), reason=f"shared ComfyUI reference not found at {REFERENCE}"
-)
+require_shared(REFERENCE)
 
 SCENARIOS = [
     "video_ok",

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from comfyui.standin.schemas import V3_CLASSES, load_static_schemas
+from tests.support import require_shared
 
 from .conftest import REFERENCE
 
@@ -22,9 +23,7 @@ DYNAMIC = {
     ("LoadVideo", "file"),
 }
 
-pytestmark = pytest.mark.skipif(
-    not OBJECT_INFO.is_file(), reason=f"shared ComfyUI reference not found at {REFERENCE}"
-)
+require_shared(OBJECT_INFO)
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,26 @@ export class ApiError extends Error {
   }
 }
 
+// A 401 from any call but the login's own means the session is gone (it expired, the key was
+// removed, or keys were switched on): the one listener (the login panel) is told, and the
+// caller gets a message for a person instead of the server's advice for API clients.
+let unauthorizedListener = () => {};
+
+export function onUnauthorized(listener) {
+  unauthorizedListener = listener;
+}
+
+const LOGGED_OUT = "You are not logged in (the session ended): log in again, then retry.";
+
+function failure(status, message, body, { auth = true } = {}) {
+  if (status === 401 && auth) {
+    const err = new ApiError(status, LOGGED_OUT, body);
+    unauthorizedListener(err);
+    return err;
+  }
+  return new ApiError(status, message, body);
+}
+
 function messageOf(response, body) {
   if (body && typeof body.error === "string" && body.error) return body.error;
   if (body && typeof body.detail === "string" && body.detail) return body.detail;
@@ -30,11 +50,28 @@ export function parseJson(text) {
   });
 }
 
-/** fetch() with JSON in and out; throws ApiError with the server's own message. */
-export async function request(method, path, { json, rawBody, signal } = {}) {
+function parseBody(text) {
+  if (!text) return null;
+  try {
+    return parseJson(text);
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * fetch() with JSON in and out; throws ApiError with the server's own message. `auth: false`:
+ * a 401 is this call's own answer (a wrong key at login), not the session ending.
+ */
+export async function request(
+  method,
+  path,
+  { json, rawBody, signal, keepalive = false, auth = true } = {},
+) {
   // no-store: job state must be fresh, and `GET /` answers HTML or JSON by Accept without
   // `Vary: Accept`, so a cached copy of the page would otherwise answer the health check.
-  const init = { method, headers: { Accept: "application/json" }, cache: "no-store", signal };
+  // keepalive: the request outlives the page (clean-up sent while it is being closed).
+  const init = { method, headers: { Accept: "application/json" }, cache: "no-store", signal, keepalive };
   if (rawBody !== undefined || json !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = rawBody !== undefined ? rawBody : JSON.stringify(json);
@@ -46,17 +83,58 @@ export async function request(method, path, { json, rawBody, signal } = {}) {
     if (err && err.name === "AbortError") throw err;
     throw new ApiError(0, "Cannot reach the server. Is the proxy running?");
   }
-  const text = await response.text();
-  let body = null;
-  if (text) {
-    try {
-      body = parseJson(text);
-    } catch {
-      body = null;
-    }
-  }
-  if (!response.ok) throw new ApiError(response.status, messageOf(response, body), body);
+  const body = parseBody(await response.text());
+  if (!response.ok) throw failure(response.status, messageOf(response, body), body, { auth });
   return body;
+}
+
+/**
+ * POST one file as multipart/form-data under `field`. XMLHttpRequest, not fetch(): only it
+ * reports upload progress, which a 100 MB video needs. Resolves with the JSON answer; rejects
+ * with ApiError like request(), or with an AbortError when `signal` aborts.
+ */
+export function sendFile(path, field, file, { onProgress = () => {}, signal } = {}) {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) {
+      reject(new DOMException("The upload was cancelled.", "AbortError"));
+      return;
+    }
+    const xhr = new XMLHttpRequest();
+    const abort = () => xhr.abort();
+    signal?.addEventListener("abort", abort, { once: true });
+    const settle = (fn, value) => {
+      signal?.removeEventListener("abort", abort);
+      fn(value);
+    };
+    xhr.open("POST", path);
+    xhr.setRequestHeader("Accept", "application/json");
+    xhr.upload.addEventListener("progress", (event) => {
+      if (event.lengthComputable && event.total > 0) onProgress(event.loaded / event.total);
+    });
+    xhr.addEventListener("load", () => {
+      const body = parseBody(xhr.responseText);
+      if (xhr.status >= 200 && xhr.status < 300) {
+        settle(resolve, body);
+      } else {
+        const status = { status: xhr.status, statusText: xhr.statusText };
+        settle(reject, failure(xhr.status, messageOf(status, body), body));
+      }
+    });
+    // A server refusing an oversized body before reading it may just close the connection,
+    // which the browser reports as a network error, not as the 413 it sent.
+    xhr.addEventListener("error", () =>
+      settle(
+        reject,
+        new ApiError(0, "The upload did not get through: the server cannot be reached or closed the connection (a very large file may be over its upload limit)."),
+      ),
+    );
+    xhr.addEventListener("abort", () =>
+      settle(reject, new DOMException("The upload was cancelled.", "AbortError")),
+    );
+    const form = new FormData();
+    form.append(field, file, file.name);
+    xhr.send(form);
+  });
 }
 
 // JSON.stringify cannot write integers past 2^53 exactly (seeds go up to 2^64-1), so large
@@ -72,6 +150,11 @@ export function stringifyWithBigInts(value) {
 }
 
 export const api = {
+  // The web UI's session: who this page is, and whether the proxy asks for a key at all.
+  me: () => request("GET", "/api/auth/me", { auth: false }),
+  login: (key) => request("POST", "/api/auth/login", { json: { key }, auth: false }),
+  logout: () => request("POST", "/api/auth/logout", { auth: false }),
+
   health: () => request("GET", "/"),
   models: () => request("GET", "/api/models"),
   backends: () => request("GET", "/api/backends"),
@@ -82,6 +165,11 @@ export const api = {
   startJob: (id) => request("POST", `/api/jobs/${encodeURIComponent(id)}/start`),
   stopJob: (id) => request("POST", `/api/jobs/${encodeURIComponent(id)}/stop`),
   deleteJob: (id) => request("DELETE", `/api/jobs/${encodeURIComponent(id)}`),
+  // An input file for image-/video-to-video, stored ahead of the job; a create call names its id.
+  upload: (kind, file, options) =>
+    sendFile(`/api/uploads?kind=${encodeURIComponent(kind)}`, "file", file, options),
+  deleteUpload: (id, { keepalive = false } = {}) =>
+    request("DELETE", `/api/uploads/${encodeURIComponent(id)}`, { keepalive }),
 
   // Prompt tools (a language model; every route answers 503 with `error` when none is set).
   // The prompt session travels in a cookie the server sets on the first session request.

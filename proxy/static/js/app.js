@@ -1,13 +1,16 @@
 // Wiring: the form creates jobs, the list shows them, the feed keeps the list (and the
 // batches) live; the prompt tools and the scenes form start batches, shown in their view.
+// Nothing talks to the server before the login says the app may run (at once on a proxy
+// without API keys); when a session ends, the live parts stop until the user is back.
 
 import { api } from "./api.js";
+import { Login } from "./auth.js";
 import { BatchList } from "./batches.js";
 import { JobFeed } from "./events.js";
 import { shortId } from "./format.js";
 import { JobForm } from "./form.js";
 import { JobList } from "./jobs.js";
-import { ScenesForm } from "./scenes.js";
+import { SCENES_WORKFLOW, ScenesForm } from "./scenes.js";
 import { StatusBar } from "./status.js";
 import { Tabs } from "./tabs.js";
 import { PromptTools } from "./tools.js";
@@ -78,22 +81,71 @@ document.querySelector("[data-testid=refresh-jobs]").addEventListener("click", (
 // The header's shortcut past the form (narrow screens) leads to the job list.
 document.querySelector(".indicator.jump").addEventListener("click", () => tabs.select("jobs"));
 
+let modelsLoaded = false;
+
 async function loadModels() {
   try {
     const data = await api.models();
     form.setModels(data.models || [], data.unavailable || []);
+    const shared = (data.models || []).find((m) => m.id === SCENES_WORKFLOW);
+    if (shared) scenes.setParameters(shared.parameters);
+    modelsLoaded = true;
   } catch (err) {
     form.showError(new Error(`Could not load workflows: ${err.message}`));
   }
 }
 
-tabs.restore();
-status.start();
-feed.start();
-list.refresh();
-batches.refresh();
-tools.start();
-// Marks the form as built (tests wait for it).
-loadModels().then(() => {
-  document.documentElement.dataset.ready = "true";
+// `<html data-ready>`: the app is built and usable (tests wait for it); never behind the login.
+function markReady() {
+  if (login.usable) document.documentElement.dataset.ready = "true";
+}
+
+let started = false;
+
+/** Everything that talks to the server, the first time the app may run. */
+function start() {
+  started = true;
+  status.start();
+  feed.start();
+  list.refresh();
+  batches.refresh();
+  tools.start();
+  loadModels().then(markReady);
+}
+
+/** The same user is back after their session ended: pick up where the page was. */
+function resume() {
+  status.start();
+  feed.start();
+  list.refresh();
+  batches.refresh();
+  // Their first run may have met the 401 (a configured model's tools are left as they are).
+  if (!tools.configured) tools.start();
+  if (modelsLoaded) markReady();
+  else loadModels().then(markReady);
+}
+
+/** The session ended: no more calls until someone logs in again. */
+function pause() {
+  feed.close();
+  status.stop();
+  if (dialog.open) dialog.close("cancel");
+}
+
+const login = new Login(document, {
+  onIn: (_user, { resumed }) => {
+    if (!started) start();
+    else if (resumed) resume();
+    // Someone else logged in where a session had ended: start clean, without the last
+    // user's jobs and prompt session in the page.
+    else window.location.reload();
+  },
+  onOut: pause,
+  onLeaving: () => {
+    pause();
+    form.discardFiles();
+  },
 });
+
+tabs.restore();
+login.begin();

@@ -8,12 +8,11 @@ import { labelFor, shortId } from "./format.js";
 
 const DEFAULT_SCENES = ["hook", "problem", "solution", "cta"];
 const MAX_SCENES = 16;
-const SHARED = [
-  { name: "width", step: 32, min: 32, max: 2048 },
-  { name: "height", step: 32, min: 32, max: 2048 },
-  { name: "length", step: 4, min: 1 },
-  { name: "steps", step: 1, min: 1, max: 100 },
-];
+// The settings every scene of a generation shares on this form; their ranges and steps come
+// from the workflow's declaration (setParameters), never typed here.
+const SHARED = ["width", "height", "length", "steps"];
+// The workflow scenes are generated with (the server's default).
+export const SCENES_WORKFLOW = "fastwan_t2v";
 // scenes.2.description, or scenes.list[SceneIn].2.description from request validation.
 const SCENE_FIELD = /^scenes\.(?:[^.]+\.)?(\d+)\.(scenario|description)$/;
 
@@ -40,7 +39,7 @@ export class ScenesForm {
     this.serial = 0;
     this.shared = new Map();
 
-    for (const spec of SHARED) this.paramsEl.append(this.sharedField(spec));
+    for (const name of SHARED) this.paramsEl.append(this.sharedField(name));
     for (const name of DEFAULT_SCENES) this.addRow(name);
 
     this.addButton.addEventListener("click", () => {
@@ -76,7 +75,21 @@ export class ScenesForm {
     return [...this.rowsEl.querySelectorAll("[data-testid=scene-row]")];
   }
 
-  sharedField({ name, step, min, max }) {
+  /** Ranges, steps and help from the workflow's parameter declarations (GET /api/models). */
+  setParameters(parameters) {
+    for (const param of parameters || []) {
+      const field = this.shared.get(param.name);
+      if (!field) continue;
+      const { input } = field;
+      if (param.min != null) input.min = String(param.min);
+      if (param.max != null && Number.isSafeInteger(Number(param.max))) input.max = String(param.max);
+      input.step = String(param.multiple_of || (param.four_k_plus_1 ? 4 : 1));
+      if (param.description) input.title = param.description;
+      if (param.default != null) input.placeholder = `default ${param.default}`;
+    }
+  }
+
+  sharedField(name) {
     const id = `scene-param-${name}`;
     const wrap = document.createElement("div");
     wrap.className = "field";
@@ -88,9 +101,6 @@ export class ScenesForm {
     input.id = id;
     input.name = name;
     input.dataset.testid = id;
-    input.step = String(step);
-    input.min = String(min);
-    if (max != null) input.max = String(max);
     input.inputMode = "numeric";
     input.placeholder = "default";
     const error = document.createElement("p");

@@ -1,7 +1,7 @@
 // The header indicators (ComfyUI backends, live-update channel) and the banners (stand-in
 // backend, no backend reachable).
 
-import { api } from "./api.js";
+import { ApiError, api } from "./api.js";
 import { FeedState } from "./events.js";
 
 const FEED_TEXT = {
@@ -26,6 +26,7 @@ export class StatusBar {
     this.healthEl = doc.querySelector("[data-testid=health-banner]");
     this.intervalMs = intervalMs;
     this.timer = null;
+    this.run = null;
   }
 
   setFeed(state) {
@@ -33,13 +34,23 @@ export class StatusBar {
     setIndicator(this.feedEl, state, text, title);
   }
 
-  /** Health (stand-in notice) and backends now, then every `intervalMs`. */
+  /** Health (stand-in notice) and backends now, then every `intervalMs`, until stop(). */
   start() {
+    this.stop();
+    const run = {};
+    this.run = run;
     const tick = async () => {
-      await Promise.all([this.loadHealth(), this.loadBackends()]);
-      this.timer = setTimeout(tick, this.intervalMs);
+      const health = this.loadHealth();
+      await Promise.all([health, this.loadBackends(health)]);
+      if (this.run === run) this.timer = setTimeout(tick, this.intervalMs);
     };
     tick();
+  }
+
+  stop() {
+    this.run = null;
+    clearTimeout(this.timer);
+    this.timer = null;
   }
 
   async loadHealth() {
@@ -53,19 +64,36 @@ export class StatusBar {
       const problem = health && health.message ? health.message : "";
       this.healthEl.hidden = !problem;
       this.healthEl.textContent = problem;
+      return health;
     } catch (err) {
       this.healthEl.hidden = false;
       this.healthEl.textContent = `The proxy does not answer: ${err.message}`;
+      return null;
     }
   }
 
-  async loadBackends() {
+  /** `health`: the promise of loadHealth(), for what a user key may see when /api/backends
+   * is for admin keys only (403). */
+  async loadBackends(health = Promise.resolve(null)) {
     let backends;
     try {
       backends = (await api.backends()).backends || [];
     } catch (err) {
-      setIndicator(this.backendEl, "down", "backends ?", `Could not read /api/backends: ${err.message}`);
-      return;
+      const known = err instanceof ApiError && err.status === 403 ? await health : null;
+      if (known && Array.isArray(known.comfyui) && known.comfyui.length) {
+        backends = known.comfyui;
+      } else if (known && typeof known.backends_up === "number") {
+        // A user key sees how many backends are up, not which (admin keys see each one).
+        const up = known.backends_up;
+        const total = typeof known.backends === "number" ? known.backends : null;
+        const state = up === 0 ? "down" : total != null && up < total ? "degraded" : "up";
+        const text = total != null ? `ComfyUI ${up}/${total} up` : `ComfyUI ${up} up`;
+        setIndicator(this.backendEl, state, text, "Only admin keys see each backend");
+        return;
+      } else {
+        setIndicator(this.backendEl, "down", "backends ?", `Could not read /api/backends: ${err.message}`);
+        return;
+      }
     }
     const up = backends.filter((b) => b.status === "up").length;
     const state = !backends.length || up === 0 ? "down" : up < backends.length ? "degraded" : "up";
