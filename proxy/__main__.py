@@ -10,13 +10,18 @@ import sys
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import uvicorn
 from pydantic import ValidationError
 
+from proxy import logs as proxy_logs
 from proxy.auth import ExposureRefused, exposure_notice
+from proxy.instance import InstanceError, hold_data_dir, hold_database
 from proxy.settings import Settings, env_help
+
+if TYPE_CHECKING:
+    from proxy.launcher import ManagedProcess
 
 
 @dataclass(frozen=True)
@@ -89,14 +94,9 @@ def settings_from_args(args: argparse.Namespace, **extra: object) -> Settings:
     return Settings.from_env(**{**values, **extra})
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # The proxy logs what a migration does; Alembic's own step-by-step lines are noise.
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+def configure_logging(level: str, fmt: str = "text", stream: TextIO | None = None) -> None:
+    """Log lines as text, or one JSON object each (`LOG_FORMAT=json`); see `proxy.logs`."""
+    proxy_logs.configure(level, fmt, stream)
 
 
 async def serve(settings: Settings) -> None:
@@ -107,6 +107,9 @@ async def serve(settings: Settings) -> None:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        # In JSON mode uvicorn's own lines (startup, access log) must be JSON too: without its
+        # logging config they reach the root handler instead of uvicorn's text handlers.
+        log_config=None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
         proxy_headers=True,
         # Open event streams (a browser tab) must not hold a Ctrl+C forever.
         timeout_graceful_shutdown=5,
@@ -115,8 +118,17 @@ async def serve(settings: Settings) -> None:
     await uvicorn.Server(config).serve()
 
 
+def folders_of(child: ManagedProcess, settings: Settings) -> dict[str, Path | None]:
+    """The ComfyUI folders of a child we started, as settings; COMFYUI_OUTPUT_DIR and
+    COMFYUI_INPUT_DIR still win when set."""
+    return {
+        "comfyui_output_dir": settings.comfyui_output_dir or child.output_dir,
+        "comfyui_input_dir": settings.comfyui_input_dir or child.input_dir,
+    }
+
+
 async def up(args: argparse.Namespace, settings: Settings) -> None:
-    from proxy.launcher import launch_comfyui, launch_standin
+    from proxy.launcher import find_running_comfyui, launch_comfyui, launch_standin
 
     child = None
     try:
@@ -127,7 +139,13 @@ async def up(args: argparse.Namespace, settings: Settings) -> None:
             child = await launch_comfyui(
                 settings.comfyui_dir, settings.data_dir, settings.models_dir
             )
-            settings = settings_from_args(args, comfyui_urls=[child.url])
+            settings = settings_from_args(
+                args, comfyui_urls=[child.url], **folders_of(child, settings)
+            )
+        elif running := await find_running_comfyui(settings.comfyui_probe_url):
+            # A ComfyUI on this machine already (the usual port): real videos, no stand-in.
+            logging.getLogger("proxy").info("using the ComfyUI already running at %s", running)
+            settings = settings_from_args(args, comfyui_urls=[running])
         else:
             standin_dir = settings.data_dir / "standin"
             child = await launch_standin(standin_dir, step_seconds=args.standin_step_seconds)
@@ -136,6 +154,7 @@ async def up(args: argparse.Namespace, settings: Settings) -> None:
                 comfyui_urls=[child.url],
                 standin=True,
                 models_dir=settings.models_dir or standin_dir / "models",
+                **folders_of(child, settings),
             )
         await serve(settings)
     finally:
@@ -150,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
         settings = settings_from_args(args)
     except ValidationError as exc:
         parser.error(f"invalid settings (flags or environment): {exc}")
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     try:
         notice = exposure_notice(
             settings.host,
@@ -163,11 +182,20 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("proxy").log(
         logging.WARNING if notice.startswith("WARNING") else logging.INFO, "%s", notice
     )
-    runner = serve(settings) if args.command == "serve" else up(args, settings)
     try:
-        asyncio.run(runner)
+        # Before anything starts (the stand-in included): one proxy per data dir and database.
+        with hold_data_dir(settings):
+            asyncio.run(_run(args, settings))
+    except InstanceError as exc:
+        print(f"fastwan-proxy: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
     except KeyboardInterrupt:
         pass
+
+
+async def _run(args: argparse.Namespace, settings: Settings) -> None:
+    async with hold_database(settings):
+        await (serve(settings) if args.command == "serve" else up(args, settings))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ long-lived things (database, HTTP client, websockets, dispatcher) and closes the
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -26,6 +27,7 @@ from proxy.comfy import SocketState
 from proxy.db import Database
 from proxy.jobs.backends import Backend, BackendPool
 from proxy.jobs.bus import EventBus
+from proxy.jobs.cleanup import ComfyCleanup, ComfyFolders, Retention
 from proxy.jobs.dispatcher import Dispatcher
 from proxy.jobs.service import JobService
 from proxy.jobs.store import JobStore
@@ -33,6 +35,7 @@ from proxy.jobs.writer import JobWriter
 from proxy.media.inputs import InputStore
 from proxy.media.storage import OutputStore
 from proxy.media.uploads import sweep_partial_uploads
+from proxy.metrics import HttpMetrics, Metrics, stop_following
 from proxy.modelfiles import DownloadManager, ManifestError
 from proxy.modelfiles.presence import ModelPresence
 from proxy.prompts import PromptTools
@@ -78,26 +81,35 @@ async def _model_files(
 
 
 def lifespan_for(
-    settings: Settings, registry: WorkflowRegistry, auth: Auth
+    settings: Settings, registry: WorkflowRegistry, auth: Auth, metrics: Metrics
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            app.state.services = await _start(stack, settings, registry, auth)
+            app.state.services = await _start(stack, settings, registry, auth, metrics)
             yield
 
     return lifespan
 
 
 async def _start(
-    stack: AsyncExitStack, settings: Settings, registry: WorkflowRegistry, auth: Auth
+    stack: AsyncExitStack,
+    settings: Settings,
+    registry: WorkflowRegistry,
+    auth: Auth,
+    metrics: Metrics,
 ) -> Services:
     """Open every long-lived service in order; the stack closes them in reverse, also when
     one of them fails to open."""
     for folder in (settings.data_dir, settings.outputs_path, settings.uploads_path):
         await anyio.Path(folder).mkdir(parents=True, exist_ok=True)
     await sweep_partial_uploads(settings.uploads_path)
-    db = Database(settings.db_url)
+    db = Database(
+        settings.db_url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_timeout_s=settings.db_pool_timeout_s,
+    )
     stack.push_async_callback(db.close)
     await db.migrate()
     http = await stack.enter_async_context(
@@ -108,6 +120,12 @@ async def _start(
         )
     )
     bus = EventBus()
+    # Subscribed before the first job event (the dispatcher's start publishes some); the task
+    # is stopped before the subscription ends (the stack closes in reverse).
+    metric_events = await stack.enter_async_context(bus.subscribe())
+    stack.push_async_callback(
+        stop_following, asyncio.create_task(metrics.follow(metric_events), name="metrics")
+    )
     store = JobStore(db)
     writer = JobWriter(store, bus)
     outputs = OutputStore(settings.outputs_path)
@@ -121,10 +139,17 @@ async def _start(
             await dispatcher.on_backend_state(backend, state)
 
     pool = BackendPool.build(settings, http, client_id, on_state)
+    metrics.watch(pool)
     stack.push_async_callback(pool.close)
+    # Takes a job's leftovers out of ComfyUI once it has ended or is deleted; told by the
+    # writer, closed before the pool it talks through.
+    cleanup = ComfyCleanup(pool, ComfyFolders.from_settings(settings))
+    writer.observers.append(cleanup)
+    stack.push_async_callback(cleanup.close)
     dispatcher = Dispatcher(
         settings=settings, store=store, writer=writer, pool=pool, registry=registry, outputs=outputs
     )
+    dispatcher.on_database_error = lambda: metrics.database_error("dispatcher")
     jobs = JobService(
         settings=settings,
         store=store,
@@ -150,6 +175,11 @@ async def _start(
     pool.start()
     await dispatcher.start()
     stack.push_async_callback(dispatcher.close)
+    retention: Retention | None = None
+    if settings.job_retention_days is not None:
+        retention = Retention(jobs, settings.job_retention_days)
+        retention.start()
+        stack.push_async_callback(retention.close)
     log.info(
         "FastWAN proxy %s ready: workflows=%s backends=%s%s",
         __version__,
@@ -172,7 +202,10 @@ async def _start(
         prompt_tools=prompt_tools,
         downloads=downloads,
         presence=presence,
+        metrics=metrics,
         problems=problems,
+        cleanup=cleanup,
+        retention=retention,
     )
 
 
@@ -187,6 +220,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         session_secret(settings.session_secret, settings.data_dir),
         settings.session_ttl_s,
     )
+    # Made here, not in the lifespan: the HTTP middleware below needs it before any start.
+    metrics = Metrics()
     app = FastAPI(
         title="FastWAN proxy",
         version=__version__,
@@ -194,7 +229,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "A durable async API in front of ComfyUI for FastWAN 2.2-5B video generation, "
             "with drop-in compatibility for five existing video APIs."
         ),
-        lifespan=lifespan_for(settings, registry, auth),
+        lifespan=lifespan_for(settings, registry, auth, metrics),
         # Served by the API router below, behind the same keys as everything else.
         docs_url=None,
         redoc_url=None,
@@ -202,6 +237,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_json_bytes)
+    app.add_middleware(HttpMetrics, metrics=metrics)
     app.include_router(build_router(registry, settings))
     if settings.cors_origins:
         app.add_middleware(

@@ -1,9 +1,9 @@
 """The database: SQLAlchemy Core on an async engine.
 
 SQLite (one file in the data dir, WAL) by default; PostgreSQL when `DATABASE_URL` says
-`postgresql+asyncpg://...`, so several proxies can share one queue. Every table lives on the
-one `metadata` below; modules that own a table declare it next to their store, and every
-change to one comes with a revision in `proxy.migrations`.
+`postgresql+asyncpg://...`; one proxy process per database (`proxy.instance` sees to it).
+Every table lives on the one `metadata` below; modules that own a table declare it next to
+their store, and every change to one comes with a revision in `proxy.migrations`.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from sqlalchemy import JSON, MetaData, event, make_url
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import AsyncAdaptedQueuePool
 
 metadata = MetaData()
 
@@ -24,7 +25,14 @@ JSONType = JSON().with_variant(JSONB(), "postgresql")
 class Database:
     """Owns the engine; created and closed by the app lifespan."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 10,
+        max_overflow: int = 20,
+        pool_timeout_s: float = 30.0,
+    ) -> None:
         # `?schema=name` on a PostgreSQL URL keeps our tables in that schema.
         parsed = make_url(url)
         schema = parsed.query.get("schema")
@@ -33,9 +41,25 @@ class Database:
         self.url = url
         self.schema = str(schema) if schema else None
         self.is_sqlite = parsed.drivername.startswith("sqlite")
-        kwargs: dict[str, object] = {}
+        # SQLAlchemy's own default (5 + 10) makes the 16th concurrent request wait; every
+        # request holds a connection only for its query, so a few dozen serve hundreds of
+        # pollers. A request that waits `pool_timeout_s` for one raises
+        # `sqlalchemy.exc.TimeoutError`, which the API answers with 503 "busy, try again".
+        kwargs: dict[str, object] = {
+            "pool_size": pool_size,
+            "max_overflow": max_overflow,
+            "pool_timeout": pool_timeout_s,
+        }
         if self.is_sqlite:
             kwargs["connect_args"] = {"timeout": 30}
+            if parsed.database in (None, "", ":memory:"):
+                # An in-memory database lives in one connection (SQLAlchemy's StaticPool),
+                # which takes no limits.
+                kwargs = {"connect_args": {"timeout": 30}}
+            else:
+                # What SQLAlchemy picks for aiosqlite files anyway (a queue of connections,
+                # each with its own thread), named so the limits above surely apply.
+                kwargs["poolclass"] = AsyncAdaptedQueuePool
         else:
             kwargs["pool_pre_ping"] = True
         engine = create_async_engine(parsed, **kwargs)

@@ -7,6 +7,7 @@
     ├── InvalidInput                 422: a request field is wrong (names the field)
     ├── TooManyJobs                  429: the client already has its maximum of active jobs
     ├── PayloadTooLarge              413: an upload over the limit
+    ├── NoBackend                    503: no ComfyUI reachable for NO_BACKEND_TIMEOUT_S
     ├── LLMError                     502/503: prompt tools model missing or misbehaving
     └── ComfyError                   502/503: anything that went wrong talking to ComfyUI
         ├── ComfyUnavailable         503: the backend cannot be reached
@@ -59,6 +60,17 @@ class TooManyJobs(ProxyError):
 
 class PayloadTooLarge(ProxyError):
     status_code = 413
+
+
+class NoBackend(ProxyError):
+    """No ComfyUI has been reachable for NO_BACKEND_TIMEOUT_S: new jobs are refused (rather
+    than queued into limbo) until one is back; `retry_after_s` says when to ask again."""
+
+    status_code = 503
+
+    def __init__(self, message: str, retry_after_s: int = 10) -> None:
+        super().__init__(message, retry_after_s=retry_after_s)
+        self.retry_after_s = retry_after_s
 
 
 class LLMError(ProxyError):

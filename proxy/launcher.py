@@ -40,6 +40,10 @@ class ManagedProcess:
     name: str
     process: asyncio.subprocess.Process
     url: str
+    # Its output and input folders (it was started here, so they are on this machine): the
+    # proxy removes a job's files there once it has its own copy.
+    output_dir: Path | None = None
+    input_dir: Path | None = None
 
     async def stop(self, timeout_s: float = 10.0) -> None:
         if self.process.returncode is not None:
@@ -116,6 +120,37 @@ async def wait_http_ready(url: str, process: asyncio.subprocess.Process, timeout
             await asyncio.sleep(0.5)  # polling a starting process; bounded by the deadline
 
 
+# `/system_stats` of a ComfyUI has these keys (../shared/comfyui-reference/protocol.md); our
+# stand-in answers the same, and names itself here.
+STANDIN_PYTORCH = "none (ComfyUI stand-in"
+
+
+async def find_running_comfyui(url: str, timeout_s: float = 1.0) -> str | None:
+    """`url` if a ComfyUI answers there (its `/system_stats` has `system` and `devices`),
+    else None. Quick: nothing listening is refused at once, a stranger gets `timeout_s`."""
+    if url.strip().lower() in ("", "off", "none", "0"):
+        return None
+    url = url.rstrip("/")
+    # No proxy from the environment: this asks this machine, not whatever HTTP_PROXY names.
+    async with httpx.AsyncClient(timeout=timeout_s, trust_env=False) as client:
+        try:
+            response = await client.get(f"{url}/system_stats")
+            body = response.json() if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError):
+            log.info("no ComfyUI answers at %s", url)
+            return None
+    system = body.get("system") if isinstance(body, dict) else None
+    devices = body.get("devices") if isinstance(body, dict) else None
+    if not isinstance(system, dict) or not isinstance(devices, list):
+        log.info("%s answers, but not like a ComfyUI (no system/devices in /system_stats)", url)
+        return None
+    if str(system.get("pytorch_version", "")).startswith(STANDIN_PYTORCH):
+        # Another proxy's stand-in: it dies with that proxy, so this one starts its own.
+        log.info("the ComfyUI at %s is another proxy's stand-in; not using it", url)
+        return None
+    return url
+
+
 async def launch_comfyui(
     comfyui_dir: Path,
     data_dir: Path,
@@ -148,7 +183,8 @@ async def launch_comfyui(
     except BaseException:
         await ManagedProcess("comfyui", process, url).stop()
         raise
-    return ManagedProcess("comfyui", process, url)
+    # Started without --output-directory / --input-directory: ComfyUI's defaults.
+    return ManagedProcess("comfyui", process, url, comfyui_dir / "output", comfyui_dir / "input")
 
 
 def standin_command(
@@ -192,4 +228,5 @@ async def launch_standin(
     if not text.startswith("STANDIN READY "):
         await process.wait()
         raise LaunchError(f"the stand-in failed to start (exit {process.returncode}): {text}")
-    return ManagedProcess("standin", process, text.removeprefix("STANDIN READY ").strip())
+    url = text.removeprefix("STANDIN READY ").strip()
+    return ManagedProcess("standin", process, url, data_dir / "output", data_dir / "input")

@@ -13,10 +13,12 @@ from proxy.batches import BatchService
 from proxy.db import Database
 from proxy.jobs.backends import BackendPool
 from proxy.jobs.bus import EventBus
+from proxy.jobs.cleanup import ComfyCleanup, Retention
 from proxy.jobs.dispatcher import Dispatcher
 from proxy.jobs.service import JobService
 from proxy.media.inputs import InputStore
 from proxy.media.storage import OutputStore
+from proxy.metrics import Metrics
 from proxy.modelfiles import DownloadManager
 from proxy.modelfiles.presence import ModelPresence
 from proxy.prompts import PromptTools
@@ -42,7 +44,12 @@ class Services:
     # still serves jobs, and these say why model-file routes answer 503.
     downloads: DownloadManager | None
     presence: ModelPresence | None
+    # Made by the app factory (its HTTP middleware counts requests before any lifespan).
+    metrics: Metrics
     problems: dict[str, str] = field(default_factory=dict)
+    # Takes jobs' leftovers out of ComfyUI; deletes old finished jobs (JOB_RETENTION_DAYS).
+    cleanup: ComfyCleanup | None = None
+    retention: Retention | None = None
 
 
 def get_services(connection: HTTPConnection) -> Services:

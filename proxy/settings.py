@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, get_origin
+from typing import Annotated, Any, Literal, get_origin
 
 from pydantic import Field, field_validator
 from pydantic_settings import (
@@ -82,10 +82,34 @@ class Settings(BaseSettings):
         default_factory=lambda: ["http://127.0.0.1:8188"], validation_alias="COMFYUI_URL"
     )
     comfyui_dir: Path | None = None
+    # ComfyUI's own output and input folders on this machine. Known, the proxy removes a job's
+    # files there once it has its own copy (see proxy.jobs.cleanup); `up` sets them for the
+    # ComfyUI or stand-in it starts. Unknown, nothing of ComfyUI's on disk is touched.
+    comfyui_output_dir: Annotated[
+        Path | None, WhenUnset("COMFYUI_DIR/output when `up` starts ComfyUI")
+    ] = None
+    comfyui_input_dir: Annotated[
+        Path | None, WhenUnset("COMFYUI_DIR/input when `up` starts ComfyUI")
+    ] = None
+    # Finished jobs (completed, failed, cancelled) older than this are deleted with their
+    # files, as a DELETE would; unset keeps every job.
+    job_retention_days: Annotated[float | None, WhenUnset("keep every job")] = Field(None, gt=0)
+    # With neither COMFYUI_URL nor COMFYUI_DIR, `up` first asks here whether a ComfyUI already
+    # runs on this machine and uses it; only if none answers does it start the stand-in.
+    # `off` skips the question.
+    comfyui_probe_url: str = "http://127.0.0.1:8188"
     data_dir: Path = REPO_ROOT / "data"
     output_dir: Annotated[Path | None, WhenUnset("DATA_DIR/outputs")] = None
     database_url: Annotated[str | None, WhenUnset("SQLite in DATA_DIR")] = None
+    # The database connection pool. Every request holds a connection only for its query, so
+    # 10 + 20 serve hundreds of concurrent pollers (see bench/polling.py); a request that
+    # waits longer than the timeout for one is a 503 "the database is busy", not a hang.
+    db_pool_size: int = Field(10, ge=1)
+    db_max_overflow: int = Field(20, ge=0)
+    db_pool_timeout_s: float = Field(30.0, gt=0)
     log_level: str = "info"
+    # "json": one JSON object per log line, for log collectors; "text" for people.
+    log_format: Literal["text", "json"] = "text"
     workflows_dir: Path = REPO_ROOT / "workflows"
     default_workflow: str = "fastwan_t2v"
 
@@ -107,6 +131,12 @@ class Settings(BaseSettings):
     # long is interrupted and failed: ComfyUI hangs. Generous, because loading models or a VAE
     # decode of a long video on a slow GPU can be quiet for minutes. 0 waits forever.
     job_stall_timeout_s: float = 1800.0
+    # With no ComfyUI reachable for this long, the jobs waiting in the proxy's queue fail and
+    # new ones are refused (503, Retry-After) until one is back. 0 waits forever.
+    no_backend_timeout_s: float = Field(600.0, ge=0)
+    # How often the dispatcher looks for active jobs that nothing follows (and hands out
+    # queued ones it might have missed).
+    job_sweep_interval_s: float = Field(5.0, gt=0)
 
     # Requests.
     max_upload_bytes: int = 100 * 1024 * 1024

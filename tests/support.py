@@ -4,10 +4,12 @@ rule for material from `../shared`."""
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
 
+from proxy.settings import Settings
 from proxy.testing import (
     MANIFEST,
     REPO_ROOT,
@@ -26,6 +28,7 @@ __all__ = [
     "StandinProcess",
     "bound_socket",
     "follow_job",
+    "offline_settings_for",
     "proxy_server",
     "require_shared",
     "standin_process",
@@ -44,3 +47,18 @@ def require_shared(path: Path) -> Path:
     if os.environ.get("CI"):
         pytest.fail(f"{message}; CI always has it", pytrace=False)
     pytest.skip(message, allow_module_level=True)
+
+
+def offline_settings_for(data_dir: Path, **kw: object) -> Settings:
+    """Settings of a proxy whose only backend never answers (connection refused at once):
+    jobs stay queued, and tests move them along with the job writer, as the tracker would."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    defaults: dict[str, object] = {
+        "data_dir": data_dir,
+        "comfyui_urls": [f"http://127.0.0.1:{port}"],
+        "ws_reconnect_min_s": 5.0,
+        "ws_reconnect_max_s": 30.0,
+    }
+    return Settings(**{**defaults, **kw})

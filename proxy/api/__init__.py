@@ -16,6 +16,7 @@ from proxy.api import (
     events,
     fastwan,
     health,
+    metrics,
     modelfiles,
     native,
     portal,
@@ -48,6 +49,7 @@ def build_router(registry: WorkflowRegistry, settings: Settings) -> APIRouter:
     surfaces = [
         auth.router,
         health.router,
+        metrics.router,
         native.build(registry, default),
         events.router,
         fastwan.build(registry, default),

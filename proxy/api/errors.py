@@ -18,15 +18,23 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from proxy.api.auth import authenticate
 from proxy.auth import Unauthorized
-from proxy.errors import InvalidInput, PromptRejected, ProxyError, TooManyJobs
+from proxy.errors import InvalidInput, NoBackend, PromptRejected, ProxyError, TooManyJobs
 
 log = logging.getLogger("proxy.api")
 
 INTERNAL_ERROR = "Internal server error (the details are in the proxy's log)"
+DATABASE_BUSY = (
+    "The proxy's database is busy (every connection is in use): try again in a few seconds. "
+    "If this persists, raise DB_POOL_SIZE / DB_MAX_OVERFLOW or poll less often"
+)
+# Seconds a client is asked to wait after a 503 for a busy database.
+DATABASE_BUSY_RETRY_S = 2
 STORAGE_FULL = (
     "The proxy's storage is full: free space in its data folder (DATA_DIR, OUTPUT_DIR), "
     "then try again"
@@ -76,6 +84,14 @@ def _validation_status(request: Request) -> int:
     return int(getattr(request.scope.get("route"), "validation_status", 422))
 
 
+def count_database_error(request: Request, exc: BaseException) -> None:
+    """Count a SQLAlchemy error in the app's metrics (`fastwan_database_errors_total`), so a
+    failing database shows on a dashboard before anyone reads the log."""
+    services = getattr(request.app.state, "services", None)  # absent in bare test apps
+    if isinstance(exc, SQLAlchemyError) and services is not None:
+        services.metrics.database_error("api")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ProxyError)
     async def _proxy_error(request: Request, exc: ProxyError) -> JSONResponse:
@@ -86,7 +102,7 @@ def install_error_handlers(app: FastAPI) -> None:
         if isinstance(exc, InvalidInput):
             status = _validation_status(request)
             message = f"Invalid request: {exc.message}"
-        if isinstance(exc, TooManyJobs):
+        if isinstance(exc, TooManyJobs | NoBackend):
             headers["Retry-After"] = str(exc.retry_after_s)
         if isinstance(exc, Unauthorized):
             headers["WWW-Authenticate"] = 'Bearer realm="fastwan-proxy"'
@@ -115,6 +131,20 @@ def install_error_handlers(app: FastAPI) -> None:
             status_code=_validation_status(request),
         )
 
+    # Its own handler, not a branch of `_unexpected`: a handler for `Exception` runs in
+    # Starlette's outermost middleware, which re-raises after answering (a traceback per
+    # request); this one answers and is done. No connection came free within
+    # DB_POOL_TIMEOUT_S: the client can simply try again, so it is told to.
+    @app.exception_handler(PoolTimeout)
+    async def _database_busy(request: Request, exc: PoolTimeout) -> JSONResponse:
+        log.warning("%s %s: database pool exhausted: %s", request.method, request.url.path, exc)
+        count_database_error(request, exc)
+        return JSONResponse(
+            error_body(DATABASE_BUSY),
+            status_code=503,
+            headers={"Retry-After": str(DATABASE_BUSY_RETRY_S)},
+        )
+
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
@@ -122,6 +152,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        count_database_error(request, exc)
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
             log.error("%s %s: the storage is full: %s", request.method, request.url.path, exc)
             return JSONResponse(error_body(STORAGE_FULL), status_code=507)

@@ -3,12 +3,18 @@
 Event ids are `<epoch>:<n>`; a client reconnecting with Last-Event-ID from this process gets
 what it missed, and one from an earlier process (or too old) gets a fresh snapshot. Framing,
 keep-alive pings and client disconnects are sse-starlette's.
+
+When the server stops, sse-starlette sets each stream's `shutdown_event`; the stream then
+ends on its own and its response completes (the client sees a clean end and reconnects after
+`retry`), instead of being cancelled mid-response, which uvicorn reports as an error.
 """
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, TypeVar
 
+import anyio
 from fastapi import APIRouter, Header
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
@@ -27,7 +33,33 @@ RETRY_MS = 2000
 # A fresh client of the all-jobs stream starts from at most this many active jobs.
 SNAPSHOT_LIMIT = 200
 
+# How long a stopping server waits for its streams to end by themselves (they end within a
+# moment: only a frame being sent delays them); under uvicorn's timeout_graceful_shutdown.
+SHUTDOWN_GRACE_S = 2.0
+
 LastEventId = Annotated[str | None, Header()]
+
+T = TypeVar("T")
+
+
+async def _until(stop: anyio.Event, items: AsyncIterator[T]) -> AsyncIterator[T]:
+    """`items` until `stop` is set: then end, without waiting for another item."""
+    stopping = asyncio.ensure_future(stop.wait())
+    upcoming = asyncio.ensure_future(anext(items))
+    try:
+        while True:
+            await asyncio.wait((stopping, upcoming), return_when=asyncio.FIRST_COMPLETED)
+            if stopping.done():
+                return
+            yield upcoming.result()  # StopAsyncIteration once `items` ends: caught below
+            upcoming = asyncio.ensure_future(anext(items))
+    except StopAsyncIteration:
+        return
+    finally:
+        # Cancelling the pending `anext` ends `items` too (its generator is closed).
+        for task in (stopping, upcoming):
+            task.cancel()
+        await asyncio.gather(stopping, upcoming, return_exceptions=True)
 
 
 def _resume_from(epoch: str, header: str | None) -> int | None:
@@ -40,7 +72,11 @@ def _resume_from(epoch: str, header: str | None) -> int | None:
 
 
 async def _events(
-    services: Services, caller: Principal, job_id: str | None, last_event_id: str | None
+    services: Services,
+    caller: Principal,
+    job_id: str | None,
+    last_event_id: str | None,
+    stop: anyio.Event,
 ) -> AsyncIterator[ServerSentEvent]:
     bus = services.bus
 
@@ -66,12 +102,21 @@ async def _events(
     ) as feed:
         for event in feed.initial:
             yield frame(event)
-        async for event in feed.changes:
+        async for event in _until(stop, feed.changes):
             yield frame(event)
 
 
-def _response(stream: AsyncIterator[ServerSentEvent]) -> EventSourceResponse:
-    return EventSourceResponse(stream, ping=KEEPALIVE_S, headers={"Cache-Control": "no-cache"})
+def _response(
+    services: Services, caller: Principal, job_id: str | None, last_event_id: str | None
+) -> EventSourceResponse:
+    stop = anyio.Event()  # set by sse-starlette when the server is stopping
+    return EventSourceResponse(
+        _events(services, caller, job_id, last_event_id, stop),
+        ping=KEEPALIVE_S,
+        headers={"Cache-Control": "no-cache"},
+        shutdown_event=stop,
+        shutdown_grace_period=SHUTDOWN_GRACE_S,
+    )
 
 
 @router.get("/events", summary="Live job changes (Server-Sent Events)")
@@ -80,7 +125,7 @@ async def events(
 ) -> EventSourceResponse:
     """Every change of the caller's jobs as an SSE `job` event; reconnect with Last-Event-ID
     to catch up."""
-    return _response(_events(services, caller, None, last_event_id))
+    return _response(services, caller, None, last_event_id)
 
 
 @router.get("/jobs/{job_id}/events", summary="Live changes of one job (Server-Sent Events)")
@@ -88,4 +133,4 @@ async def job_events(
     job_id: str, services: ServicesDep, caller: Caller, last_event_id: LastEventId = None
 ) -> EventSourceResponse:
     await services.jobs.get(job_id, caller)  # 404 before the stream starts
-    return _response(_events(services, caller, job_id, last_event_id))
+    return _response(services, caller, job_id, last_event_id)

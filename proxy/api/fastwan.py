@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from proxy import __version__
 from proxy.api.auth import Caller, wants_html
 from proxy.api.deps import ServicesDep, job_limit, serve_file
+from proxy.api.health import run_problems
 from proxy.api.surface import Surface
 from proxy.auth import Principal
 from proxy.errors import Conflict
@@ -61,8 +62,9 @@ def status_body(job: Job) -> dict[str, Any]:
 def health_body(services: Services, caller: Principal) -> dict[str, Any]:
     """The seed's health answer; the backends in detail (URLs, errors) for admins only."""
     health = services.pool.health()
+    problems = run_problems(services)
     body: dict[str, Any] = {
-        "status": "healthy" if health.up else "degraded",
+        "status": "degraded" if problems else "healthy",
         "service": "FastWAN 2.2-5B Video Generation API",
         "version": __version__,
         "model": "FastWAN 2.2-5B (Wan 2.2 TI2V 5B + FastWan LoRA)",
@@ -75,6 +77,8 @@ def health_body(services: Services, caller: Principal) -> dict[str, Any]:
         body["notice"] = "ComfyUI is the stand-in: videos are synthetic test patterns."
     if not health.up:
         body["message"] = "No ComfyUI backend is reachable; jobs wait in the queue until one is."
+    elif problems:
+        body["message"] = f"Jobs are not being run: {'; '.join(problems)}."
     return body
 
 

@@ -9,8 +9,22 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from proxy.api.deps import ServicesDep
+from proxy.services import Services
 
 router = APIRouter(tags=["health"])
+
+
+def run_problems(services: Services) -> list[str]:
+    """Why jobs cannot run now, as far as the process itself knows: the seeds' health
+    bodies say "degraded" when there is any. No database query: health is polled often and
+    must stay cheap (readiness asks the database too)."""
+    reasons: list[str] = []
+    if not services.dispatcher.running:
+        reasons.append("the dispatcher is not running")
+    health = services.pool.health()
+    if not health.up:
+        reasons.append(f"no ComfyUI backend is up (0 of {health.total})")
+    return reasons
 
 
 @router.get("/ready", summary="Ready to take jobs (200), or why not (503)")
@@ -23,11 +37,8 @@ async def ready(services: ServicesDep) -> JSONResponse:
             await conn.execute(text("SELECT 1"))
     except (SQLAlchemyError, OSError) as exc:
         reasons.append(f"the database does not answer ({type(exc).__name__})")
-    if not services.dispatcher.running:
-        reasons.append("the dispatcher is not running")
+    reasons += run_problems(services)
     health = services.pool.health()
-    if not health.up:
-        reasons.append(f"no ComfyUI backend is up (0 of {health.total})")
     body: dict[str, Any] = {
         "ready": not reasons,
         "reasons": reasons,

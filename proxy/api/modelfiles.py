@@ -48,7 +48,12 @@ class ModelFilesOverview(BaseModel):
 
 
 class DownloadList(BaseModel):
+    """One page of downloads, newest first; `total` counts them all."""
+
     downloads: list[DownloadRecord]
+    total: int
+    limit: int
+    offset: int
 
 
 def _shown(record: DownloadRecord | None, caller: Principal) -> DownloadRecord | None:
@@ -101,11 +106,18 @@ async def list_downloads(
     downloads: DownloadsDep,
     caller: Caller,
     model_id: Annotated[str | None, Query(description="only this manifest id")] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
 ) -> DownloadList:
-    """List downloads, newest first."""
-    records = await downloads.list(model_id=model_id, limit=limit)
-    return DownloadList(downloads=[r for r in (_shown(r, caller) for r in records) if r])
+    """List downloads, newest first, a page at a time (`limit`, `offset`); `total` counts
+    them all."""
+    records = await downloads.list(model_id=model_id, limit=limit, offset=offset)
+    return DownloadList(
+        downloads=[r for r in (_shown(r, caller) for r in records) if r],
+        total=await downloads.count(model_id=model_id),
+        limit=limit,
+        offset=offset,
+    )
 
 
 @router.get("/downloads/{download_id}", response_model=DownloadRecord)

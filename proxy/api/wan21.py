@@ -42,6 +42,7 @@ from proxy.api.deps import (
     serve_file,
 )
 from proxy.api.errors import SeedRoute
+from proxy.api.health import run_problems
 from proxy.api.surface import Surface, SurfaceBody
 from proxy.auth import Principal
 from proxy.errors import InvalidInput
@@ -271,14 +272,20 @@ def build(registry: WorkflowRegistry) -> APIRouter:
 
     @router.get("/health", summary="Health check")
     async def health(services: ServicesDep) -> dict[str, Any]:
-        """The server is running (`backends_up` says how many ComfyUI backends are
-        reachable)."""
-        return {
-            "status": "healthy",
+        """The server is running: "healthy" when it can run jobs, "degraded" (still 200: it
+        is alive, and takes jobs for later) with the reasons when no backend is up or the
+        dispatcher is not running. `backends_up` says how many ComfyUI backends are
+        reachable."""
+        problems = run_problems(services)
+        body: dict[str, Any] = {
+            "status": "degraded" if problems else "healthy",
             "service": "wan2-video-server",
             "version": __version__,
             "backends_up": services.pool.health().connected,
         }
+        if problems:
+            body["message"] = f"Jobs are not being run: {'; '.join(problems)}."
+        return body
 
     @router.get("/api/v1/model/info", summary="Model information")
     async def model_info(services: ServicesDep) -> dict[str, Any]:

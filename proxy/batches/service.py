@@ -175,6 +175,7 @@ class BatchService:
         flow = self.jobs.registry.get(workflow or self.settings.default_workflow)
         for index, item in enumerate(items):
             self._check(flow.resolve, {**values, "prompt": item.prompt}, f"{item_field}.{index}")
+        self.jobs.require_backend()  # before the batch is recorded: nothing half-made
         # The batch is recorded before its jobs exist, so no job event ever names a batch
         # that cannot be read yet.
         now = utcnow()

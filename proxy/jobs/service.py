@@ -84,6 +84,8 @@ class JobService:
         flow = self.registry.get(workflow)
         files = {name: info["upload_name"] for name, info in (inputs or {}).items()}
         params = flow.resolve(flow.fit_to_inputs(values, inputs or {}), files)
+        if start:
+            self.require_backend()
         now = utcnow()
         status = JobStatus.QUEUED if start else JobStatus.PENDING
         job = Job(
@@ -108,6 +110,11 @@ class JobService:
         if start:
             self.dispatcher.wake()
         return job
+
+    def require_backend(self) -> None:
+        """NoBackend when no ComfyUI has been reachable for NO_BACKEND_TIMEOUT_S: a job
+        queued now would only wait for nothing, so it is refused until one is back."""
+        self.dispatcher.check_accepting()
 
     @asynccontextmanager
     async def admitting(
@@ -167,6 +174,7 @@ class JobService:
                 "can be started",
                 status=job.status.value,
             )
+        self.require_backend()
         now = utcnow()
         number = job.attempt + 1
         attempts = [*job.attempts, Attempt(number=number, status=JobStatus.QUEUED, started_at=now)]

@@ -149,6 +149,7 @@ class JobTracker:
             failed = Outcome(JobStatus.FAILED, {"error": exc.message, "message": exc.message})
             await self._finish(failed, check_prompt=False)
             raise _Done() from None
+        self.heard_from_backend = True  # ComfyUI took it: any earlier wait for it is over
         job = await self.writer.update(
             self.job.id, expect=ACTIVE, message=f"Queued in ComfyUI ({self.backend.name})"
         )
@@ -336,19 +337,26 @@ class JobTracker:
                 Outcome(JobStatus.FAILED, {"error": exc.message, "message": exc.message})
             )
             return
-        done = await self._finish(
-            Outcome(
-                JobStatus.COMPLETED,
-                {
-                    "outputs": records,
-                    "progress": 100.0,
-                    "stage": "done",
-                    "eta_s": 0.0,
-                    "message": "Video ready",
-                    "error": None,
-                },
+        try:
+            done = await self._finish(
+                Outcome(
+                    JobStatus.COMPLETED,
+                    {
+                        "outputs": records,
+                        "progress": 100.0,
+                        "stage": "done",
+                        "eta_s": 0.0,
+                        "message": "Video ready",
+                        "error": None,
+                    },
+                )
             )
-        )
+        except Exception:
+            # Not recorded (the database refused the write): files no job names would be
+            # half-kept. On cancellation they stay: the write may have landed, and a
+            # re-attach stores them again under the same names.
+            await self.outputs.delete([r.filename for r in records])
+            raise
         if done is None:  # stopped meanwhile: keep nothing
             await self.outputs.delete([r.filename for r in records])
 

@@ -172,9 +172,15 @@ class DownloadManager:
         """One record; `NotFound` if there is no such download."""
         return await self.store.get(download_id)
 
-    async def list(self, *, model_id: str | None = None, limit: int = 200) -> list[DownloadRecord]:
-        """Records, newest first."""
-        return await self.store.list(model_id=model_id, limit=limit)
+    async def list(
+        self, *, model_id: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[DownloadRecord]:
+        """Records, newest first, a page at a time."""
+        return await self.store.list(model_id=model_id, limit=limit, offset=offset)
+
+    async def count(self, *, model_id: str | None = None) -> int:
+        """How many records `list` pages through."""
+        return await self.store.count(model_id=model_id)
 
     async def latest_by_model(self) -> dict[str, DownloadRecord]:
         """The newest record per manifest id (ids never downloaded are absent)."""

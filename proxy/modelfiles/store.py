@@ -19,6 +19,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Float,
+    Select,
     String,
     Table,
     Text,
@@ -196,22 +197,43 @@ class DownloadStore:
         model_id: str | None = None,
         statuses: tuple[DownloadStatus, ...] | None = None,
         limit: int | None = None,
+        offset: int = 0,
         oldest_first: bool = False,
     ) -> list[DownloadRecord]:
-        query = select(self.table)
-        if model_id is not None:
-            query = query.where(self.table.c.model_id == model_id)
-        if statuses:
-            query = query.where(self.table.c.status.in_([s.value for s in statuses]))
+        query = self._filtered(select(self.table), model_id, statuses)
         if oldest_first:
             query = query.order_by(self.table.c.created_at, self.table.c.id)
         else:
             query = query.order_by(self.table.c.created_at.desc(), self.table.c.id.desc())
+        if offset:
+            query = query.offset(offset)
         if limit is not None:
             query = query.limit(limit)
         async with self.database.engine.connect() as conn:
             rows = (await conn.execute(query)).mappings().all()
         return [_record(r) for r in rows]
+
+    async def count(
+        self,
+        *,
+        model_id: str | None = None,
+        statuses: tuple[DownloadStatus, ...] | None = None,
+    ) -> int:
+        query = self._filtered(select(func.count()).select_from(self.table), model_id, statuses)
+        async with self.database.engine.connect() as conn:
+            return int((await conn.execute(query)).scalar_one())
+
+    def _filtered(
+        self,
+        query: Select[Any],
+        model_id: str | None,
+        statuses: tuple[DownloadStatus, ...] | None,
+    ) -> Select[Any]:
+        if model_id is not None:
+            query = query.where(self.table.c.model_id == model_id)
+        if statuses:
+            query = query.where(self.table.c.status.in_([s.value for s in statuses]))
+        return query
 
     async def latest_by_model(self) -> dict[str, DownloadRecord]:
         """The newest record of every model that has one."""

@@ -92,6 +92,7 @@ NOT_OWNED = {"model_id", "download_id"}
 
 ADMIN_ONLY = {
     ("GET", "/api/backends"),
+    ("GET", "/metrics"),
     ("POST", "/api/model-files/{model_id}/download"),
     ("DELETE", "/api/model-files/downloads/{download_id}"),
     ("POST", "/api/v1/models/download"),

@@ -18,7 +18,7 @@ from proxy.jobs.models import ACTIVE, JobStatus, OutputRecord
 from proxy.jobs.store import utcnow
 from proxy.services import Services
 from proxy.settings import Settings
-from tests.support import ProxyServer, proxy_server
+from tests.support import ProxyServer, offline_settings_for, proxy_server
 
 SMALL = {"width": 64, "height": 64, "length": 9, "steps": 4, "fps": 8}
 
@@ -107,13 +107,7 @@ class Offline:
 @pytest.fixture
 def offline_settings(tmp_path: Path) -> Callable[..., Settings]:
     def make(**kw: object) -> Settings:
-        defaults: dict[str, object] = {
-            "data_dir": tmp_path / "data",
-            "comfyui_urls": [closed_port_url()],
-            "ws_reconnect_min_s": 5.0,
-            "ws_reconnect_max_s": 30.0,
-        }
-        return Settings(**{**defaults, **kw})
+        return offline_settings_for(tmp_path / "data", **kw)
 
     return make
 

@@ -9,6 +9,7 @@ import uuid
 import httpx
 import websockets
 
+from proxy.jobs.cleanup import ComfyCleanup
 from tests.e2e.conftest import SMALL
 from tests.support import follow_job, proxy_server, standin_process
 
@@ -114,8 +115,16 @@ async def test_a_comfyui_restart_that_lost_the_job_fails_it_with_a_message(tmp_p
                     assert final["status"] == "completed"
 
 
-async def test_delete_withdraws_only_our_prompt(tmp_path, make_settings):
+async def test_delete_withdraws_only_our_prompt(tmp_path, make_settings, monkeypatch):
     """Another client's prompt in the same ComfyUI is never interrupted or removed."""
+    # ComfyUI's history is the evidence here; the cleanup that deletes an ended or deleted
+    # job's entry (tests/e2e/test_cleanup.py) must not race this test to it.
+    monkeypatch.setattr(ComfyCleanup, "finished", lambda self, job: None)
+
+    async def keep(self: ComfyCleanup, job: object) -> None:
+        return None
+
+    monkeypatch.setattr(ComfyCleanup, "deleted", keep)
     with standin_process(tmp_path / "comfy", step_seconds=0.1) as standin:
         async with proxy_server(make_settings([standin.url])) as proxy:
             async with (
