@@ -235,7 +235,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
         openapi_url=None,
     )
-    install_error_handlers(app)
+    install_error_handlers(app, on_database_error=lambda: metrics.database_error("api"))
     app.add_middleware(BodyLimit, max_bytes=settings.max_json_bytes)
     app.add_middleware(HttpMetrics, metrics=metrics)
     app.include_router(build_router(registry, settings))

@@ -77,10 +77,6 @@ class Database:
 
         await migrate(self.engine, self.schema)
 
-    # The old name, still used by the lifespan and tests; `metadata.create_all` never altered
-    # an existing table, so it now migrates too.
-    create_all = migrate
-
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
         async with self.engine.begin() as conn:

@@ -18,6 +18,8 @@
 
 from __future__ import annotations
 
+import errno
+import sqlite3
 from typing import Any
 
 
@@ -106,3 +108,12 @@ class PromptRejected(ComfyError):
         super().__init__(message, error=error, node_errors=node_errors)
         self.error = error
         self.node_errors = node_errors
+
+
+def storage_full(exc: BaseException) -> bool:
+    """Whether `exc` says the disk is full: a file write (ENOSPC, EDQUOT), or SQLite's
+    SQLITE_FULL through SQLAlchemy."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    orig = getattr(exc, "orig", exc)  # SQLAlchemy's DBAPIError wraps the driver's error
+    return getattr(orig, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL

@@ -4,11 +4,11 @@ rule for material from `../shared`."""
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
 
+from proxy.launcher import free_port
 from proxy.settings import Settings
 from proxy.testing import (
     MANIFEST,
@@ -27,6 +27,7 @@ __all__ = [
     "ProxyServer",
     "StandinProcess",
     "bound_socket",
+    "closed_port_url",
     "follow_job",
     "offline_settings_for",
     "proxy_server",
@@ -49,15 +50,17 @@ def require_shared(path: Path) -> Path:
     pytest.skip(message, allow_module_level=True)
 
 
+def closed_port_url() -> str:
+    """A loopback URL nothing listens on (connection refused at once)."""
+    return f"http://127.0.0.1:{free_port()}"
+
+
 def offline_settings_for(data_dir: Path, **kw: object) -> Settings:
     """Settings of a proxy whose only backend never answers (connection refused at once):
     jobs stay queued, and tests move them along with the job writer, as the tracker would."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     defaults: dict[str, object] = {
         "data_dir": data_dir,
-        "comfyui_urls": [f"http://127.0.0.1:{port}"],
+        "comfyui_urls": [closed_port_url()],
         "ws_reconnect_min_s": 5.0,
         "ws_reconnect_max_s": 30.0,
     }

@@ -9,9 +9,9 @@ unexpected is a 500 that says where the details are, never a traceback or a clas
 
 from __future__ import annotations
 
-import errno
 import inspect
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -24,7 +24,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from proxy.api.auth import authenticate
 from proxy.auth import Unauthorized
-from proxy.errors import InvalidInput, NoBackend, PromptRejected, ProxyError, TooManyJobs
+from proxy.errors import (
+    InvalidInput,
+    NoBackend,
+    PromptRejected,
+    ProxyError,
+    TooManyJobs,
+    storage_full,
+)
 
 log = logging.getLogger("proxy.api")
 
@@ -84,15 +91,12 @@ def _validation_status(request: Request) -> int:
     return int(getattr(request.scope.get("route"), "validation_status", 422))
 
 
-def count_database_error(request: Request, exc: BaseException) -> None:
-    """Count a SQLAlchemy error in the app's metrics (`fastwan_database_errors_total`), so a
-    failing database shows on a dashboard before anyone reads the log."""
-    services = getattr(request.app.state, "services", None)  # absent in bare test apps
-    if isinstance(exc, SQLAlchemyError) and services is not None:
-        services.metrics.database_error("api")
+def install_error_handlers(
+    app: FastAPI, on_database_error: Callable[[], None] = lambda: None
+) -> None:
+    """`on_database_error` is told of each SQLAlchemy error an answer reports (the app's
+    metrics count them, so a failing database shows before anyone reads the log)."""
 
-
-def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ProxyError)
     async def _proxy_error(request: Request, exc: ProxyError) -> JSONResponse:
         extra: dict[str, Any] = {k: v for k, v in exc.detail.items() if v is not None}
@@ -138,7 +142,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(PoolTimeout)
     async def _database_busy(request: Request, exc: PoolTimeout) -> JSONResponse:
         log.warning("%s %s: database pool exhausted: %s", request.method, request.url.path, exc)
-        count_database_error(request, exc)
+        on_database_error()
         return JSONResponse(
             error_body(DATABASE_BUSY),
             status_code=503,
@@ -152,8 +156,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        count_database_error(request, exc)
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        if isinstance(exc, SQLAlchemyError):
+            on_database_error()
+        if storage_full(exc):
             log.error("%s %s: the storage is full: %s", request.method, request.url.path, exc)
             return JSONResponse(error_body(STORAGE_FULL), status_code=507)
         log.error("%s %s failed", request.method, request.url.path, exc_info=exc)

@@ -168,6 +168,9 @@ class ComfyCleanup:
                 job.prompt_id,
                 outputs=output_names(job) if completed else [],
                 inputs=input_names(job) if completed else [],
+                # A completed job's prompt has left ComfyUI's queue (its history was read to
+                # store the outputs), and its files are the ones recorded: nothing to ask.
+                known_done=completed,
             ),
         )
 
@@ -244,11 +247,12 @@ class ComfyCleanup:
         *,
         outputs: list[str],
         inputs: list[str],
+        known_done: bool = False,
     ) -> None:
         backend = self.pool.get(backend_name)
         names = list(outputs)
-        entry_found = False
-        if backend is not None:
+        entry_found = known_done
+        if backend is not None and not known_done:
             try:
                 if await self._settled(backend, prompt_id):
                     async with asyncio.timeout(self.call_timeout_s):

@@ -20,19 +20,17 @@ Every job ends, whatever fails:
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import math
-import sqlite3
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
 from proxy.comfy import SocketState
-from proxy.errors import ComfyError, ComfyUnavailable, NoBackend
+from proxy.errors import ComfyError, ComfyUnavailable, NoBackend, storage_full
 from proxy.jobs.backends import Backend, BackendPool
 from proxy.jobs.models import ACTIVE, Job, JobStatus
 from proxy.jobs.store import JobStore, utcnow
@@ -72,14 +70,6 @@ def choose_backend(free: list[Backend], job: Job) -> Backend:
     tied = [b for b in free if len(b.inflight) == least]
     warm = [b for b in tied if b.last_workflow == job.workflow]
     return min(warm or tied, key=lambda b: b.index)
-
-
-def storage_full(exc: BaseException) -> bool:
-    """Whether `exc` says the disk is full (a file write, or SQLite's SQLITE_FULL)."""
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return True
-    orig = exc.orig if isinstance(exc, DBAPIError) else exc
-    return getattr(orig, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
 
 
 class Dispatcher:

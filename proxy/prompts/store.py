@@ -76,7 +76,8 @@ class PromptSessionStore:
         self._db = db
 
     async def create_table(self) -> None:
-        """Create `prompt_sessions` if missing (the lead's `create_all` does the same)."""
+        """Create `prompt_sessions` if missing (for tests of this store alone; the proxy's
+        tables come from its migrations)."""
         async with self._db.transaction() as conn:
             await conn.run_sync(lambda sync: prompt_sessions.create(sync, checkfirst=True))
 

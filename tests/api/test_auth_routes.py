@@ -39,9 +39,9 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from proxy.api.auth import SESSION_COOKIE, require_admin
 from proxy.settings import Settings
-from tests.batches.conftest import Offline, closed_port_url, write_mp4
+from tests.batches.conftest import Offline, write_mp4
 from tests.prompts.fake_llm import FakeLLM, reply
-from tests.support import proxy_server
+from tests.support import closed_port_url, proxy_server
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

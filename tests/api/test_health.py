@@ -12,8 +12,7 @@ import pytest
 
 from proxy.services import Services
 from proxy.settings import Settings
-from tests.batches.conftest import closed_port_url
-from tests.support import StandinProcess, proxy_server, standin_process
+from tests.support import StandinProcess, closed_port_url, proxy_server, standin_process
 
 JSON = {"accept": "application/json"}
 

@@ -26,7 +26,7 @@ from schemathesis.python import asgi
 from proxy.api.errors import INTERNAL_ERROR
 from proxy.app import create_app
 from proxy.settings import Settings
-from tests.batches.conftest import closed_port_url
+from tests.support import closed_port_url
 
 ADMIN_KEY = "key-ops-schemathesis"
 HEADERS = {"X-API-Key": ADMIN_KEY}

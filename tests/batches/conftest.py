@@ -3,7 +3,6 @@ their lifecycle with the job writer, as the tracker would."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,14 +20,6 @@ from proxy.settings import Settings
 from tests.support import ProxyServer, offline_settings_for, proxy_server
 
 SMALL = {"width": 64, "height": 64, "length": 9, "steps": 4, "fps": 8}
-
-
-def closed_port_url() -> str:
-    """A loopback URL nothing listens on (connection refused at once)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
 
 
 def write_mp4(path: Path, frames: int, width: int = 64, height: int = 64, fps: int = 8) -> None:

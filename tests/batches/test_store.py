@@ -35,7 +35,7 @@ def make_batch(**kw) -> Batch:
 
 async def test_batches_round_trip_list_and_compare_and_set(database_url):
     db = Database(database_url)
-    await db.create_all()
+    await db.migrate()
     store = BatchStore(db)
     try:
         t0 = utcnow()
@@ -73,7 +73,7 @@ async def test_batches_round_trip_list_and_compare_and_set(database_url):
 
 async def test_scene_sessions_keep_order_and_compare_and_set(database_url):
     db = Database(database_url)
-    await db.create_all()
+    await db.migrate()
     store = BatchStore(db)
     try:
         now = utcnow()

@@ -24,7 +24,7 @@ def make_job(**kw):
 
 async def test_round_trip_and_conditional_updates(database_url):
     db = Database(database_url)
-    await db.create_all()
+    await db.migrate()
     store = JobStore(db)
     try:
         job = make_job(attempts=[Attempt(number=1, status=JobStatus.QUEUED)])
@@ -61,7 +61,7 @@ async def test_round_trip_and_conditional_updates(database_url):
 
 async def test_list_filters_and_orders_newest_first(database_url):
     db = Database(database_url)
-    await db.create_all()
+    await db.migrate()
     store = JobStore(db)
     try:
         t0 = utcnow()
@@ -87,7 +87,7 @@ async def test_list_filters_and_orders_newest_first(database_url):
 
 async def test_claim_hands_each_job_to_exactly_one_backend(database_url):
     db = Database(database_url)
-    await db.create_all()
+    await db.migrate()
     store = JobStore(db)
     try:
         ids = []

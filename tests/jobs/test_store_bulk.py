@@ -11,7 +11,7 @@ from tests.jobs.test_store import make_job
 
 async def test_insert_many_then_page_through(database_url):
     db = Database(database_url)
-    await db.create_all()
+    await db.migrate()
     store = JobStore(db)
     try:
         start = utcnow()

@@ -19,7 +19,7 @@ import pytest
 from proxy.auth import ExposureRefused, exposure_notice
 from proxy.launcher import free_port
 from proxy.settings import REPO_ROOT
-from tests.batches.conftest import closed_port_url
+from tests.support import closed_port_url
 
 START_TIMEOUT_S = 60.0
 

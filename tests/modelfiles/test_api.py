@@ -52,7 +52,7 @@ def build_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         database = Database(settings.db_url)
-        await database.create_all()
+        await database.migrate()
         async with httpx.AsyncClient(trust_env=False, timeout=10.0) as client:
             downloads = DownloadManager(
                 database, settings, client, manifest=manifest, progress_interval_s=0.05

@@ -466,7 +466,7 @@ async def test_lifespan_wiring_as_documented(settings: Settings, fake_llm: FakeL
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = Database(settings.db_url)
-        await db.create_all()
+        await db.migrate()
         async with httpx.AsyncClient() as http:
             tools = PromptTools.from_settings(settings, http=http, db=db)
             app.dependency_overrides[get_prompt_tools] = lambda: tools
