@@ -80,10 +80,23 @@ def build_parser() -> argparse.ArgumentParser:
                 **flag.options,
             )
         cmd.add_argument(
+            "--standin-profile",
+            default=None,
+            help="`up` with the stand-in: its timing profile (default fastwan-h200: every node "
+            "takes the time it takes FastWAN on one H200, ~16 s for 1280x704x121)",
+        )
+        cmd.add_argument(
+            "--standin-speed",
+            type=float,
+            default=1.0,
+            help="`up` with the stand-in: how many times faster than the profile (default 1)",
+        )
+        cmd.add_argument(
             "--standin-step-seconds",
             type=float,
-            default=0.25,
-            help="`up` with the stand-in: seconds per sampler step (default 0.25)",
+            default=None,
+            help="`up` with the stand-in: no timing profile, this many seconds per sampler "
+            "step and no time for other nodes",
         )
     return parser
 
@@ -127,6 +140,18 @@ def folders_of(child: ManagedProcess, settings: Settings) -> dict[str, Path | No
     }
 
 
+# The demo's stand-in keeps time like FastWAN on a GPU, so its progress bar looks real.
+DEMO_PROFILE = "fastwan-h200"
+
+
+def standin_timing(args: argparse.Namespace) -> dict[str, Any]:
+    """The stand-in's timing from `up`'s flags: a profile (the default one unless only
+    --standin-step-seconds is given), or plain sampler-step seconds."""
+    if args.standin_profile is None and args.standin_step_seconds is not None:
+        return {"step_seconds": args.standin_step_seconds}
+    return {"profile": args.standin_profile or DEMO_PROFILE, "speed": args.standin_speed}
+
+
 async def up(args: argparse.Namespace, settings: Settings) -> None:
     from proxy.launcher import find_running_comfyui, launch_comfyui, launch_standin
 
@@ -148,7 +173,7 @@ async def up(args: argparse.Namespace, settings: Settings) -> None:
             settings = settings_from_args(args, comfyui_urls=[running])
         else:
             standin_dir = settings.data_dir / "standin"
-            child = await launch_standin(standin_dir, step_seconds=args.standin_step_seconds)
+            child = await launch_standin(standin_dir, **standin_timing(args))
             settings = settings_from_args(
                 args,
                 comfyui_urls=[child.url],

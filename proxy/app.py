@@ -31,6 +31,7 @@ from proxy.jobs.cleanup import ComfyCleanup, ComfyFolders, Retention
 from proxy.jobs.dispatcher import Dispatcher
 from proxy.jobs.service import JobService
 from proxy.jobs.store import JobStore
+from proxy.jobs.timings import TimingStore
 from proxy.jobs.writer import JobWriter
 from proxy.media.inputs import InputStore
 from proxy.media.storage import OutputStore
@@ -146,8 +147,15 @@ async def _start(
     cleanup = ComfyCleanup(pool, ComfyFolders.from_settings(settings))
     writer.observers.append(cleanup)
     stack.push_async_callback(cleanup.close)
+    timings = TimingStore(db)
     dispatcher = Dispatcher(
-        settings=settings, store=store, writer=writer, pool=pool, registry=registry, outputs=outputs
+        settings=settings,
+        store=store,
+        writer=writer,
+        pool=pool,
+        registry=registry,
+        outputs=outputs,
+        timings=timings,
     )
     dispatcher.on_database_error = lambda: metrics.database_error("dispatcher")
     jobs = JobService(
@@ -196,6 +204,7 @@ async def _start(
         pool=pool,
         dispatcher=dispatcher,
         jobs=jobs,
+        timings=timings,
         outputs=outputs,
         inputs=inputs,
         batches=batches,

@@ -188,9 +188,17 @@ async def launch_comfyui(
 
 
 def standin_command(
-    data_dir: Path, port: int, step_seconds: float, *, with_models: bool = True
+    data_dir: Path,
+    port: int,
+    step_seconds: float,
+    *,
+    with_models: bool = True,
+    profile: str | None = None,
+    speed: float = 1.0,
 ) -> list[str]:
-    """How to run the stand-in (from the repository root); it prints one READY line."""
+    """How to run the stand-in (from the repository root); it prints one READY line. With a
+    timing `profile` (see `comfyui.standin.timing`), every node takes a GPU-like time divided
+    by `speed`, and `step_seconds` is not used."""
     cmd = [
         sys.executable,
         "-m",
@@ -206,14 +214,22 @@ def standin_command(
     ]
     if with_models:
         cmd += ["--with-models", str(REPO_ROOT / "comfyui" / "models.json")]
+    if profile is not None:
+        cmd += ["--profile", profile, "--speed", str(speed)]
     return cmd
 
 
 async def launch_standin(
-    data_dir: Path, port: int = 8188, step_seconds: float = 0.25, timeout_s: float = 60.0
+    data_dir: Path,
+    port: int = 8188,
+    step_seconds: float = 0.25,
+    timeout_s: float = 60.0,
+    *,
+    profile: str | None = None,
+    speed: float = 1.0,
 ) -> ManagedProcess:
     sys.stderr.write(STANDIN_BANNER)
-    cmd = standin_command(data_dir, free_port(port), step_seconds)
+    cmd = standin_command(data_dir, free_port(port), step_seconds, profile=profile, speed=speed)
     process = await asyncio.create_subprocess_exec(
         *cmd, cwd=str(REPO_ROOT), stdout=asyncio.subprocess.PIPE, preexec_fn=die_with_parent
     )

@@ -16,6 +16,7 @@ from proxy.jobs.bus import EventBus
 from proxy.jobs.cleanup import ComfyCleanup, Retention
 from proxy.jobs.dispatcher import Dispatcher
 from proxy.jobs.service import JobService
+from proxy.jobs.timings import TimingStore
 from proxy.media.inputs import InputStore
 from proxy.media.storage import OutputStore
 from proxy.metrics import Metrics
@@ -36,6 +37,7 @@ class Services:
     pool: BackendPool
     dispatcher: Dispatcher
     jobs: JobService
+    timings: TimingStore
     outputs: OutputStore
     inputs: InputStore
     batches: BatchService

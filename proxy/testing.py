@@ -60,8 +60,12 @@ def standin_process(
     port: int = 0,
     with_models: bool = True,
     timeout_s: float = 30.0,
+    profile: str | None = None,
+    speed: float = 1.0,
 ) -> Iterator[StandinProcess]:
-    cmd = standin_command(data_dir, port, step_seconds, with_models=with_models)
+    cmd = standin_command(
+        data_dir, port, step_seconds, with_models=with_models, profile=profile, speed=speed
+    )
     process = subprocess.Popen(
         cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"}
     )
@@ -118,6 +122,31 @@ async def proxy_server(settings: Settings) -> AsyncIterator[ProxyServer]:
         sock.close()
 
 
+async def job_views(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, Any]]:
+    """The job views an SSE stream of `/api/events` or `/api/jobs/{id}/events` carries:
+    each `job` event's job, and each `progress` event merged into the last view of its job
+    (one not seen whole yet is skipped)."""
+    import json
+
+    known: dict[str, dict[str, Any]] = {}
+    name = "message"
+    async for line in lines:
+        if line.startswith("event: "):
+            name = line[7:].strip()
+        elif line.startswith("data: "):
+            data = json.loads(line[6:])
+            if name == "progress":
+                if data["id"] not in known:
+                    continue
+                view = {**known[data["id"]], **data}
+            else:
+                view = data["job"]
+            known[view["id"]] = view
+            yield view
+        elif not line:
+            name = "message"
+
+
 async def follow_job(
     client: httpx.AsyncClient,
     job_id: str,
@@ -129,15 +158,10 @@ async def follow_job(
 
     Returns the final job view and every job view seen on the way (for progress checks).
     """
-    import json
-
     seen: list[dict[str, Any]] = []
     async with asyncio.timeout(timeout_s):
         async with client.stream("GET", f"/api/jobs/{job_id}/events") as stream:
-            async for line in stream.aiter_lines():
-                if not line.startswith("data: "):
-                    continue
-                job = json.loads(line[6:])["job"]
+            async for job in job_views(stream.aiter_lines()):
                 seen.append(job)
                 if until(job) if callable(until) else job["status"] in until:
                     return job, seen

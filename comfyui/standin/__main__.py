@@ -1,5 +1,8 @@
 """Command line: ``python -m comfyui.standin --host H --port P --data-dir D --step-seconds S``.
 
+``--profile fastwan-h200 --speed 20`` makes every node take a GPU's share of the job, twenty
+times faster than that GPU (see ``timing``).
+
 Prints exactly one line to stdout when listening, ``STANDIN READY http://HOST:PORT``, so a
 parent process can wait for it; everything else goes to stderr. Stops on SIGINT / SIGTERM.
 """
@@ -14,6 +17,14 @@ import signal
 import sys
 
 from .server import BANNER, start_standin
+from .timing import PROFILES, checked_speed
+
+
+def _speed(text: str) -> float:
+    try:
+        return checked_speed(float(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -30,7 +41,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--step-seconds",
         type=float,
         default=0.0,
-        help="seconds per sampler step (0 = as fast as possible)",
+        help="seconds per sampler step (0 = as fast as possible); ignored with --profile",
+    )
+    parser.add_argument(
+        "--profile",
+        choices=sorted(PROFILES),
+        help="timing profile: every node takes a realistic share of a GPU job",
+    )
+    parser.add_argument(
+        "--speed",
+        type=_speed,
+        default=1.0,
+        help="divides every profiled duration (20 = twenty times faster than the GPU)",
     )
     parser.add_argument(
         "--with-models",
@@ -56,6 +78,8 @@ async def serve(args: argparse.Namespace) -> None:
         step_seconds=args.step_seconds,
         max_upload_mb=args.max_upload_size,
         with_models=args.with_models,
+        profile=args.profile,
+        speed=args.speed,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -11,6 +11,12 @@ broadcast, and ``executing {node: null}``. Without a client_id only ``status``, 
 Interrupts are checked before each node's function and at each sampler step, and the flag
 is cleared when it fires and when a prompt starts. A simulated restart or shutdown aborts the
 running prompt silently (``RunAborted``).
+
+Time: without a timing profile a sampler step takes ``step_seconds`` and every other node as
+long as its function. With one (``timing.Profile``), a step takes the profile's time for that
+sampler's inputs (``step_seconds`` is then ignored) and a node lasts the profile's time or its
+function's own compute time, whichever is longer; that wait sends no message and is not
+interruptible (the interrupt fires before the next node), like a long GPU node in ComfyUI.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from .hub import Hub
 from .paths import DataDirs
 from .promptqueue import PromptQueue, Task
 from .schemas import Schemas, input_spec
+from .timing import Profile
 from .validation import full_type_name
 
 log = logging.getLogger(__name__)
@@ -128,16 +135,21 @@ class _Run:
 class _NodeContext:
     """What a node function sees while it runs (see ``nodes.NodeContext``)."""
 
-    def __init__(self, run: _Run, node_id: str) -> None:
+    def __init__(self, run: _Run, node_id: str, inputs: dict[str, Any]) -> None:
         self.dirs = run.executor.dirs
         self.prompt = run.prompt
         self.extra_data = run.extra_data
         self._run = run
         self._node_id = node_id
+        self._inputs = inputs
+        # Time spent in sampler steps: simulated, so not the node's own compute time.
+        self.stepped_s = 0.0
 
     def sampler_step(self, value: int, total: int) -> None:
         run, executor = self._run, self._run.executor
-        executor.wait(run, executor.step_seconds, interruptible=True)
+        started = time.monotonic()
+        executor.wait(run, executor.sampler_step_seconds(self._inputs), interruptible=True)
+        self.stepped_s += time.monotonic() - started
         run.check_alive()
         executor.interrupt.check()
         run.progress.update(self._node_id, value, total)
@@ -186,6 +198,7 @@ class Executor:
         faults: Faults,
         step_seconds: float,
         exit_process: Callable[[int], Any],
+        profile: Profile | None = None,
     ) -> None:
         self.queue = queue
         self.hub = hub
@@ -193,6 +206,7 @@ class Executor:
         self.dirs = dirs
         self.faults = faults
         self.step_seconds = step_seconds
+        self.profile = profile
         self.exit_process = exit_process
         self.interrupt = InterruptFlag()
         self.cache = NodeCache()
@@ -219,6 +233,12 @@ class Executor:
         if self.client_id != sid or self._run_epoch != self.queue.epoch:
             return None
         return node_id
+
+    def sampler_step_seconds(self, inputs: dict[str, Any]) -> float:
+        """One step of a sampler with these inputs: the profile's, else ``step_seconds``."""
+        if self.profile is None:
+            return self.step_seconds
+        return self.profile.step_seconds(inputs)
 
     def wait(self, run: _Run, seconds: float, *, interruptible: bool) -> None:
         """Spend ``seconds`` of simulated work; ends early on interrupt (if allowed) or abort."""
@@ -393,7 +413,15 @@ class Executor:
             else:
                 raise fault.make_exception()
         kwargs = {name: values[0] for name, values in input_data.items()}
-        return nodes.NODES[class_type](_NodeContext(run, node_id), **kwargs)
+        ctx = _NodeContext(run, node_id, kwargs)
+        started = time.monotonic()
+        result = nodes.NODES[class_type](ctx, **kwargs)
+        if self.profile is not None:
+            compute_s = time.monotonic() - started - ctx.stepped_s
+            # A node runs only when it is not cached, so a loader that runs reads its files.
+            profiled_s = self.profile.node_seconds(class_type, kwargs, cold=True)
+            self.wait(run, profiled_s - compute_s, interruptible=False)
+        return result
 
     def _gather_inputs(self, run: _Run, node_id: str) -> dict[str, list[Any]]:
         """Input values by name, each as a one-element list (ComfyUI's input_data_all)."""

@@ -3,7 +3,8 @@
 These routes are not part of ComfyUI: they let tests (and a person trying the proxy) make the
 stand-in fail the ways a real ComfyUI fails. They are registered without the ``/api`` alias.
 
-    GET    /_standin/state                 queue, history size, sockets, running node, faults
+    GET    /_standin/state                 queue, history size, sockets, running node, faults,
+                                           step_seconds, timing profile and speed
     POST   /_standin/faults                {"raise"|"node"?: {...}, "oom"?: {...}, "slow"?: {...},
                                             "prompt_delay"?: {...}, "exit"?: {...},
                                             "http_error"?: {...}, "slow_route"?: {...}}
@@ -17,7 +18,7 @@ stand-in fail the ways a real ComfyUI fails. They are registered without the ``/
     DELETE /_standin/faults                clear all faults
     POST   /_standin/websockets/drop       {"mode"? = "abort" | "close"} (alias: drop_websockets)
     POST   /_standin/reset                 empty queue and history, number 0, as after a restart
-    POST   /_standin/step_seconds          {"seconds"}
+    POST   /_standin/step_seconds          {"seconds"} (no effect under a timing profile)
 
 ``times`` is how many runs of that class the fault hits (default 1; ``null`` = every run).
 """

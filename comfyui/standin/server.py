@@ -29,6 +29,7 @@ from .paths import DataDirs, write_placeholder_models
 from .promptqueue import PromptQueue
 from .routes import core_routes
 from .schemas import Schemas
+from .timing import get_profile
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,11 @@ class StandinConfig:
     port: int = 0
     step_seconds: float = 0.0
     max_upload_mb: float = 100.0
+    # A timing profile's name (``timing.PROFILES``): every node takes a GPU's share of the job,
+    # and profiled samplers ignore ``step_seconds``. None: today's timing (step_seconds only).
+    profile: str | None = None
+    # Divides every profiled duration (20: twenty times faster than the GPU).
+    speed: float = 1.0
     # Called with the exit code by the "exit" fault; tests may replace it.
     exit_process: Callable[[int], Any] = os._exit
 
@@ -61,6 +67,7 @@ class StandinServer:
     """Everything one instance holds: folders, schemas, queue, sockets, worker, faults."""
 
     def __init__(self, config: StandinConfig, loop: asyncio.AbstractEventLoop) -> None:
+        profile = get_profile(config.profile, config.speed)  # a bad name fails before any I/O
         self.config = config
         self.dirs = DataDirs(config.data_dir)
         self.dirs.create()
@@ -76,6 +83,7 @@ class StandinServer:
             faults=self.faults,
             step_seconds=config.step_seconds,
             exit_process=config.exit_process,
+            profile=profile,
         )
         # The /prompt number counter; like ComfyUI it starts at 0 on every (re)start.
         self.number = 0
@@ -117,6 +125,8 @@ class StandinServer:
             "url": self.url,
             "data_dir": self.dirs.root,
             "step_seconds": self.executor.step_seconds,
+            "profile": self.config.profile,
+            "speed": self.config.speed,
             "number": self.number,
             "queue": {
                 "running": [item[1] for item in running],
@@ -280,8 +290,14 @@ async def start_standin(
     max_upload_mb: float = 100.0,
     with_models: str | os.PathLike[str] | None = None,
     exit_process: Callable[[int], Any] = os._exit,
+    profile: str | None = None,
+    speed: float = 1.0,
 ) -> StandinHandle:
-    """Start a stand-in on the running loop; ``port=0`` picks a free port."""
+    """Start a stand-in on the running loop; ``port=0`` picks a free port.
+
+    ``profile`` names a timing profile (``timing.PROFILES``, e.g. ``"fastwan-h200"``) and
+    ``speed`` divides its durations; an unknown name or a speed <= 0 is a ValueError.
+    """
     config = StandinConfig(
         data_dir=Path(data_dir),
         host=host,
@@ -289,6 +305,8 @@ async def start_standin(
         step_seconds=step_seconds,
         max_upload_mb=max_upload_mb,
         exit_process=exit_process,
+        profile=profile,
+        speed=speed,
     )
     server = StandinServer(config, asyncio.get_running_loop())
     if with_models is not None:

@@ -97,6 +97,9 @@ class VideoFromComponents:
         images = self._components.images
         return int(images.shape[2]), int(images.shape[1])
 
+    def get_frame_count(self) -> int:
+        return len(self._components.images)
+
     def save_to(self, path: str, metadata: dict[str, str]) -> None:
         components = self._components
         fps = Fraction(round(components.frame_rate * 1000), 1000)
@@ -115,6 +118,9 @@ class VideoFromFile:
 
     def get_dimensions(self) -> tuple[int, int]:
         return video.video_dimensions(self._path)
+
+    def get_frame_count(self) -> int:
+        return video.video_frame_count(self._path)
 
     def save_to(self, path: str, metadata: dict[str, str]) -> None:
         components = self.get_components()

@@ -6,8 +6,11 @@ complete, so ``/view`` never serves half a file.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from fractions import Fraction
+from typing import Any
 
 import av
 import numpy as np
@@ -38,12 +41,18 @@ def write_mp4(path: str, frames: np.ndarray, fps: Fraction, metadata: dict[str, 
             os.remove(partial)
 
 
-def read_video(path: str) -> tuple[np.ndarray, Fraction]:
-    """All frames of the first video stream as ``uint8 [n, h, w, 3]``, and its frame rate."""
+@contextlib.contextmanager
+def _first_video_stream(path: str) -> Iterator[tuple[Any, Any]]:
+    """The open container and its first video stream (a ValueError when it has none)."""
     with av.open(path) as container:
         if not container.streams.video:
             raise ValueError(f"No video stream in {os.path.basename(path)}")
-        stream = container.streams.video[0]
+        yield container, container.streams.video[0]
+
+
+def read_video(path: str) -> tuple[np.ndarray, Fraction]:
+    """All frames of the first video stream as ``uint8 [n, h, w, 3]``, and its frame rate."""
+    with _first_video_stream(path) as (container, stream):
         rate = stream.average_rate or stream.guessed_rate or Fraction(24)
         frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
     if not frames:
@@ -53,8 +62,14 @@ def read_video(path: str) -> tuple[np.ndarray, Fraction]:
 
 def video_dimensions(path: str) -> tuple[int, int]:
     """(width, height) of the first video stream."""
-    with av.open(path) as container:
-        if not container.streams.video:
-            raise ValueError(f"No video stream in {os.path.basename(path)}")
-        context = container.streams.video[0].codec_context
+    with _first_video_stream(path) as (_, stream):
+        context = stream.codec_context
         return int(context.width), int(context.height)
+
+
+def video_frame_count(path: str) -> int:
+    """How many frames the first video stream holds: from the header, else by its packets."""
+    with _first_video_stream(path) as (container, stream):
+        if stream.frames:
+            return int(stream.frames)
+        return sum(1 for packet in container.demux(stream) if packet.size)

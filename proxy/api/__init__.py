@@ -23,6 +23,7 @@ from proxy.api import (
     prompts,
     scenes,
     wan21,
+    workflows,
 )
 from proxy.settings import Settings
 from proxy.workflows import WorkflowRegistry
@@ -52,6 +53,7 @@ def build_router(registry: WorkflowRegistry, settings: Settings) -> APIRouter:
         metrics.router,
         native.build(registry, default),
         events.router,
+        workflows.router,
         fastwan.build(registry, default),
         prompts.router,
         modelfiles.router,

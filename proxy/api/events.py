@@ -4,6 +4,12 @@ Event ids are `<epoch>:<n>`; a client reconnecting with Last-Event-ID from this 
 what it missed, and one from an earlier process (or too old) gets a fresh snapshot. Framing,
 keep-alive pings and client disconnects are sse-starlette's.
 
+Two event names: `job` carries the whole job (`{"event": "created"|"updated"|"deleted"|
+"snapshot", "job": {...}}`), at every change of state and whenever progress is written;
+`progress` carries only what moves while a job runs (`progress_view`: progress, stage, step,
+steps, eta_s, message), several times a second. Each is serialised once per change, however
+many clients follow.
+
 When the server stops, sse-starlette sets each stream's `shutdown_event`; the stream then
 ends on its own and its response completes (the client sees a clean end and reconnects after
 `retry`), instead of being cancelled mid-response, which uvicorn reports as an error.
@@ -12,7 +18,7 @@ ends on its own and its response completes (the client sees a clean end and reco
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import anyio
 from fastapi import APIRouter, Header
@@ -20,8 +26,9 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from proxy.api.auth import Caller
 from proxy.api.deps import ServicesDep
-from proxy.api.native import job_view
+from proxy.api.native import NATIVE_WORDS, job_view
 from proxy.auth import Principal
+from proxy.jobs.bus import PROGRESS, JobEvent
 from proxy.jobs.feed import SNAPSHOT, FeedEvent, following
 from proxy.jobs.models import ACTIVE, Job
 from proxy.services import Services
@@ -62,6 +69,29 @@ async def _until(stop: anyio.Event, items: AsyncIterator[T]) -> AsyncIterator[T]
         await asyncio.gather(stopping, upcoming, return_exceptions=True)
 
 
+def progress_view(job: Job) -> dict[str, Any]:
+    """What a progress event carries: the fields progress changes, not the whole job."""
+    return {
+        "id": job.id,
+        "status": NATIVE_WORDS[job.phase],
+        "progress": job.progress,
+        "stage": job.stage,
+        "step": job.step,
+        "steps": job.steps,
+        "eta_s": job.eta_s,
+        "message": job.message,
+        "updated_at": job.updated_at.isoformat(),
+    }
+
+
+def _render(event: FeedEvent | JobEvent) -> tuple[str, str]:
+    """An SSE event's name and data: `progress` with `progress_view` for progress not yet
+    written, else `job` with the whole job."""
+    if event.kind == PROGRESS:
+        return "progress", json.dumps(progress_view(event.job))
+    return "job", json.dumps({"event": event.kind, "job": job_view(event.job)})
+
+
 def _resume_from(epoch: str, header: str | None) -> int | None:
     if not header or ":" not in header:
         return None
@@ -89,9 +119,9 @@ async def _events(
         return (job_id is None or job.id == job_id) and caller.can_see(job.client_key)
 
     def frame(event: FeedEvent) -> ServerSentEvent:
-        data = json.dumps({"event": event.kind, "job": job_view(event.job)})
+        name, data = event.source.rendered("sse", _render) if event.source else _render(event)
         event_id = None if event.kind == SNAPSHOT else f"{bus.epoch}:{event.id}"
-        return ServerSentEvent(data=data, event="job", id=event_id)
+        return ServerSentEvent(data=data, event=name, id=event_id)
 
     yield ServerSentEvent(comment=f"connected {bus.epoch}", retry=RETRY_MS)
     async with following(

@@ -12,20 +12,35 @@ import itertools
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from proxy.jobs.models import Job
+
+T = TypeVar("T")
+
+
+# A running job's progress, shown but not yet written to the store (`JobWriter.progress`).
+PROGRESS = "progress"
 
 
 @dataclass(frozen=True)
 class JobEvent:
     id: int  # monotonically increasing per process, used as the SSE event id
-    kind: str  # "created", "updated", "deleted"
+    kind: str  # "created", "updated", "progress", "deleted"
     job: Job
+    # Renderings of this event, made once however many clients receive it (`rendered`).
+    _renderings: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def payload(self) -> dict[str, Any]:
         return {"event": self.kind, "job": self.job.model_dump(mode="json")}
+
+    def rendered(self, name: str, render: Callable[[JobEvent], T]) -> T:
+        """`render(self)`, made by the first caller of `name` and shared with the rest."""
+        if name not in self._renderings:
+            self._renderings[name] = render(self)
+        result: T = self._renderings[name]
+        return result
 
 
 class EventBus:

@@ -34,6 +34,7 @@ from proxy.errors import ComfyError, ComfyUnavailable, NoBackend, storage_full
 from proxy.jobs.backends import Backend, BackendPool
 from proxy.jobs.models import ACTIVE, Job, JobStatus
 from proxy.jobs.store import JobStore, utcnow
+from proxy.jobs.timings import TimingStore
 from proxy.jobs.tracker import JobTracker, Lost, Released
 from proxy.jobs.writer import JobWriter
 from proxy.media.storage import OutputStore
@@ -82,8 +83,10 @@ class Dispatcher:
         pool: BackendPool,
         registry: WorkflowRegistry,
         outputs: OutputStore,
+        timings: TimingStore | None = None,
     ) -> None:
         self.settings = settings
+        self.timings = timings
         self.store = store
         self.writer = writer
         self.pool = pool
@@ -188,6 +191,7 @@ class Dispatcher:
             with suppress(asyncio.CancelledError):
                 await task
         self._runners.clear()
+        await self.writer.flush()
 
     async def reconcile(self) -> None:
         """After a restart: follow again every job that was already in a ComfyUI (the sweep,
@@ -321,6 +325,7 @@ class Dispatcher:
             backend=backend,
             job=job,
             stall_timeout_s=self.settings.job_stall_timeout_s,
+            timings=self.timings,
         )
         try:
             try:

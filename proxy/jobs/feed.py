@@ -27,9 +27,11 @@ SNAPSHOT = "snapshot"
 
 @dataclass(frozen=True)
 class FeedEvent:
-    kind: str  # "snapshot", or the bus's "created", "updated", "deleted"
+    kind: str  # "snapshot", or the bus's "created", "updated", "progress", "deleted"
     job: Job
     id: int | None  # the bus event id (None for snapshots): what a client resumes from
+    # The bus event (None for snapshots): renders once for every follower (`rendered`).
+    source: JobEvent | None = None
 
 
 @dataclass
@@ -56,7 +58,7 @@ async def _changes(
             if known is not None and job.updated_at < known:
                 continue  # read before the snapshot: older than what was shown
             seen[job.id] = job.updated_at
-        yield FeedEvent(event.kind, job, event.id)
+        yield FeedEvent(event.kind, job, event.id, event)
 
 
 @asynccontextmanager
@@ -73,7 +75,7 @@ async def following(
         seen: dict[str, datetime] = {}
         missed = bus.replay(after) if after is not None else None
         if missed is not None:
-            initial = [FeedEvent(e.kind, e.job, e.id) for e in missed if select(e.job)]
+            initial = [FeedEvent(e.kind, e.job, e.id, e) for e in missed if select(e.job)]
             last = missed[-1].id if missed else after
         else:
             initial = [FeedEvent(SNAPSHOT, job, None) for job in await snapshot()]

@@ -136,7 +136,7 @@ class JobService:
         job = await self.store.get(job_id)
         if job is None or (caller is not None and not caller.can_see(job.client_key)):
             raise NotFound(f"no job with id {job_id!r}")
-        return job
+        return self.writer.current(job)
 
     async def list(
         self,
@@ -147,13 +147,14 @@ class JobService:
         offset: int = 0,
         caller: Principal | None = None,
     ) -> list[Job]:
-        return await self.store.list(
+        jobs = await self.store.list(
             statuses=statuses,
             batch_id=batch_id,
             limit=limit,
             offset=offset,
             client_key=caller.scope if caller is not None else None,
         )
+        return [self.writer.current(job) for job in jobs]
 
     async def count(
         self, *, statuses: Sequence[JobStatus] | None = None, caller: Principal | None = None

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from proxy.comfy import ComfyEvent, HistoryEntry
 from proxy.comfy.models import DISCONNECTED, RECONNECTED
 from proxy.errors import ComfyError, ComfyUnavailable, PromptRejected
@@ -23,14 +25,18 @@ from proxy.jobs.backends import Backend
 from proxy.jobs.models import ACTIVE, Job, JobStatus
 from proxy.jobs.progress import ProgressTracker
 from proxy.jobs.store import utcnow
+from proxy.jobs.timings import SizeClass, TimingStore
 from proxy.jobs.writer import JobWriter
 from proxy.media.storage import OutputStore
 from proxy.workflows import WorkflowRegistry
 
 log = logging.getLogger("proxy.tracker")
 
-# Progress events are many (one per sampler step plus progress_state); write at most this often.
-PROGRESS_WRITE_INTERVAL_S = 0.25
+# Progress is published to live views at every change, and as time passes in a node that
+# reports nothing (every TICK_S); the database gets it at most every PROGRESS_PERSIST_S
+# (status changes are written at once).
+TICK_S = 0.25
+PROGRESS_PERSIST_S = 2.0
 
 
 class Lost(Exception):
@@ -59,7 +65,9 @@ class JobTracker:
         job: Job,
         idle_resync_s: float = 30.0,
         stall_timeout_s: float = 0.0,
+        timings: TimingStore | None = None,
     ) -> None:
+        self.timings = timings
         self.writer = writer
         self.registry = registry
         self.outputs = outputs
@@ -73,14 +81,16 @@ class JobTracker:
             min(idle_resync_s, stall_timeout_s / 2) if stall_timeout_s > 0 else idle_resync_s
         )
         self._last_event = time.monotonic()
+        self._last_resync = 0.0
         # Set once ComfyUI has answered a resync or sent an event for this prompt: the
         # dispatcher's wait for an unusable backend starts again from zero after that.
         self.heard_from_backend = False
         self.prompt_id = job.prompt_id
         self.graph: dict[str, Any] = {}
         self.progress: ProgressTracker | None = None
-        self._last_write = 0.0
+        self._last_persist = 0.0
         self._success = False
+        self._size = SizeClass.of(job.params)
 
     # -- entry points ----------------------------------------------------------------------
 
@@ -91,7 +101,11 @@ class JobTracker:
         self.graph = await self._build_graph(upload=submit)
         # Re-attached (after a restart or a reconnect): carry on from the stored progress, so
         # it never goes backwards.
-        self.progress = ProgressTracker(self.graph, percent=0.0 if submit else self.job.progress)
+        self.progress = ProgressTracker(
+            self.graph,
+            expected=await self._expected(),
+            percent=0.0 if submit else self.job.progress,
+        )
         if not submit and self.job.status is JobStatus.RUNNING:
             self.progress.resumed(self.job.stage, self.job.step, self.job.steps)
         events = self.backend.socket.subscribe(prompt_id)
@@ -105,6 +119,26 @@ class JobTracker:
             pass
         finally:
             self.backend.socket.unsubscribe(prompt_id, events)
+
+    async def _expected(self) -> dict[str, float] | None:
+        if self.timings is None:
+            return None
+        try:
+            found = await self.timings.expected(self.backend.name, self.job.workflow, self._size)
+        except SQLAlchemyError as exc:  # progress falls back to fixed weights; the job runs
+            log.warning("job %s: learned timings not read: %s", self.job.id, exc)
+            return None
+        return found.seconds if found else None
+
+    async def _learn(self) -> None:
+        assert self.progress is not None
+        measured = self.progress.measured()
+        if self.timings is None or not measured:
+            return
+        try:
+            await self.timings.record(self.backend.name, self.job.workflow, self._size, measured)
+        except SQLAlchemyError as exc:  # the job is done; only the lesson is lost
+            log.warning("job %s: timings not recorded: %s", self.job.id, exc)
 
     async def _build_graph(self, *, upload: bool) -> dict[str, Any]:
         workflow = self.registry.get(self.job.workflow)
@@ -176,9 +210,14 @@ class JobTracker:
     async def _follow(self, events: asyncio.Queue[ComfyEvent]) -> None:
         while True:
             try:
-                event = await asyncio.wait_for(events.get(), self.idle_resync_s)
+                event = await asyncio.wait_for(events.get(), TICK_S)
             except TimeoutError:
+                now = time.monotonic()
+                if now - max(self._last_event, self._last_resync) < self.idle_resync_s:
+                    await self._tick()
+                    continue
                 # Nothing heard for a while: a half-open socket looks exactly like this.
+                self._last_resync = now
                 if await self._resync(events) == "running":
                     await self._check_stall()
                 else:
@@ -189,6 +228,16 @@ class JobTracker:
                 self.heard_from_backend = True
             if await self._handle(event, events):
                 return
+
+    async def _tick(self) -> None:
+        """Time passes in a node that reports nothing: show it."""
+        assert self.progress is not None
+        if self.job.status is not JobStatus.RUNNING:
+            return
+        before = self.progress.snapshot()
+        self.progress.tick()
+        if self.progress.snapshot() != before:
+            await self._write_progress()
 
     async def _check_stall(self) -> None:
         silent = time.monotonic() - self._last_event
@@ -213,22 +262,22 @@ class JobTracker:
             await self._set_running()
         elif kind == "execution_cached":
             progress.cached([str(n) for n in data.get("nodes", [])])
-            await self._write_progress(force=True)
+            await self._write_progress()
         elif kind == "executing":
             node = data.get("node")
             if node is None:
+                progress.finished_running()
                 await self._finish_from_history()
                 return True
             if self.job.status is not JobStatus.RUNNING:
                 progress.started()
                 await self._set_running()
             progress.executing(str(node))
-            await self._write_progress(force=True)
+            await self._write_progress()
         elif kind == "progress":
             value, maximum = float(data.get("value", 0)), float(data.get("max", 1))
             progress.progress(str(data.get("node")), value, maximum)
-            # The first and the last step of a node are always written; the rest throttled.
-            await self._write_progress(force=value <= 1 or value >= maximum)
+            await self._write_progress()
         elif kind == "executed":
             progress.executed(str(data.get("node")))
             await self._write_progress()
@@ -284,20 +333,26 @@ class JobTracker:
         if job is not None:
             self.job = job
 
-    async def _write_progress(self, *, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self._last_write < PROGRESS_WRITE_INTERVAL_S:
-            return
-        self._last_write = now
+    async def _write_progress(self, *, persist: bool = False) -> None:
+        """Show the progress now; write it to the database when `persist` or when the last
+        write is PROGRESS_PERSIST_S old (a restart resumes from there)."""
         assert self.progress is not None
         snap = self.progress.snapshot()
         stage = snap["stage"]
         message = f"{stage.capitalize()}"
         if snap["step"] and snap["steps"]:
             message += f" (step {snap['step']}/{snap['steps']})"
-        job = await self.writer.update(self.job.id, expect=ACTIVE, message=message, **snap)
-        if job is not None:
-            self.job = job
+        now = time.monotonic()
+        # Shown without a write only while the writer has this job running (re-attached
+        # after a restart: not yet; the write checks it is still active).
+        unwritten = self.job.id not in self.writer.running
+        if persist or unwritten or now - self._last_persist >= PROGRESS_PERSIST_S:
+            self._last_persist = now
+            job = await self.writer.update(self.job.id, expect=ACTIVE, message=message, **snap)
+            if job is not None:
+                self.job = job
+            return
+        self.job = self.writer.progress(self.job, message=message, **snap)
 
     # -- the end ---------------------------------------------------------------------------
 
@@ -327,7 +382,7 @@ class JobTracker:
             await self._finish(Outcome(JobStatus.FAILED, {"error": text, "message": text}))
             return
         self.progress.storing()
-        await self._write_progress(force=True)
+        await self._write_progress(persist=True)  # a phase of its own (storing)
         try:
             records = await self.outputs.save(self.job.id, self.backend.client, files)
         except ComfyUnavailable:
@@ -359,6 +414,9 @@ class JobTracker:
             raise
         if done is None:  # stopped meanwhile: keep nothing
             await self.outputs.delete([r.filename for r in records])
+            return
+        self.progress.stored()
+        await self._learn()
 
     async def _finish(self, outcome: Outcome, *, check_prompt: bool = True) -> Job | None:
         now = utcnow()

@@ -6,11 +6,16 @@ import logging
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from proxy.jobs.bus import EventBus
-from proxy.jobs.models import Job, JobStatus
-from proxy.jobs.store import JobStore
+from proxy.jobs.models import ACTIVE, Job, JobStatus
+from proxy.jobs.store import JobStore, utcnow
 
 log = logging.getLogger("proxy.jobs")
+
+# What `progress` changes (and `flush` writes).
+PROGRESS_FIELDS = ("progress", "stage", "step", "steps", "eta_s", "message")
 
 
 class JobObserver(Protocol):
@@ -29,6 +34,10 @@ class JobWriter:
         self.store = store
         self.bus = bus
         self.observers: list[JobObserver] = []
+        # The last progress of each running job not yet written (see `progress`), and the
+        # jobs last written as running: progress of any other is never shown.
+        self.live: dict[str, Job] = {}
+        self.running: set[str] = set()
 
     async def create(self, job: Job) -> Job:
         await self.store.insert(job)
@@ -37,6 +46,34 @@ class JobWriter:
             "job %s %s workflow=%s surface=%s", job.id, job.status.value, job.workflow, job.surface
         )
         return job
+
+    def progress(self, job: Job, **fields: Any) -> Job:
+        """A running job's progress, shown at once and not written (the tracker writes it to
+        the store now and then): published as a "progress" event, and kept here so a read
+        of the job sees it (`current`) until the next write supersedes it."""
+        if job.id not in self.running:  # stopped, failed or deleted meanwhile: not shown
+            return job
+        live = job.model_copy(update={**fields, "updated_at": utcnow()})
+        self.live[job.id] = live
+        self.bus.publish("progress", live)
+        return live
+
+    def current(self, job: Job) -> Job:
+        """`job` as read from the store, or its newer live progress."""
+        live = self.live.get(job.id)
+        if live is None or live.updated_at <= job.updated_at or job.status is not live.status:
+            return job
+        return live
+
+    async def flush(self) -> None:
+        """Write every progress not written yet (a stopping proxy: the next one resumes from
+        what was shown; after a crash, from the last write, at most PROGRESS_PERSIST_S old)."""
+        for job in list(self.live.values()):
+            fields = {name: getattr(job, name) for name in PROGRESS_FIELDS}
+            try:
+                await self.update(job.id, expect=ACTIVE, **fields)
+            except SQLAlchemyError as exc:  # stopping anyway: the older figure stays
+                log.warning("job %s: last progress not written: %s", job.id, exc)
 
     async def update(
         self,
@@ -51,6 +88,11 @@ class JobWriter:
         )
         if job is None:
             return None
+        self.live.pop(job_id, None)
+        if job.status is JobStatus.RUNNING:
+            self.running.add(job_id)
+        else:
+            self.running.discard(job_id)
         self.bus.publish("updated", job)
         if "status" in fields:
             log.info(
@@ -73,6 +115,8 @@ class JobWriter:
                 log.exception("job %s: an observer failed on its end", job.id)
 
     async def deleted(self, job: Job) -> None:
+        self.live.pop(job.id, None)
+        self.running.discard(job.id)
         self.bus.publish("deleted", job)
         log.info("job %s deleted prompt=%s backend=%s", job.id, job.prompt_id, job.backend)
         for observer in self.observers:

@@ -58,6 +58,7 @@ TABLE_MODULES = (
     "proxy.prompts.store",
     "proxy.modelfiles.store",
     "proxy.media.inputs",
+    "proxy.jobs.timings",
 )
 for _module in TABLE_MODULES:
     importlib.import_module(_module)

@@ -39,6 +39,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from proxy.api.auth import SESSION_COOKIE, require_admin
 from proxy.settings import Settings
+from proxy.testing import job_views
 from tests.batches.conftest import Offline, write_mp4
 from tests.prompts.fake_llm import FakeLLM, reply
 from tests.support import closed_port_url, proxy_server
@@ -87,8 +88,8 @@ OWNED_BY_PATH: dict[str, tuple[str, ...]] = {
     "/api/videos/final/{job_id}": ("scene_batch",),
 }
 # Things no key owns: the manifest's model files and their downloads (starting and cancelling
-# them is for admins, see test_admin_only_routes_refuse_user_keys).
-NOT_OWNED = {"model_id", "download_id"}
+# them is for admins, see test_admin_only_routes_refuse_user_keys), and the workflows.
+NOT_OWNED = {"model_id", "download_id", "name"}
 
 ADMIN_ONLY = {
     ("GET", "/api/backends"),
@@ -607,11 +608,10 @@ async def sse_until(lines: AsyncIterator[str], job_id: str) -> list[str]:
     """The job ids of every event up to and including the first of `job_id`."""
     seen: list[str] = []
     async with asyncio.timeout(WAIT_S):
-        async for line in lines:
-            if line.startswith("data: "):
-                seen.append(json.loads(line[6:])["job"]["id"])
-                if seen[-1] == job_id:
-                    return seen
+        async for job in job_views(lines):
+            seen.append(job["id"])
+            if seen[-1] == job_id:
+                return seen
     raise AssertionError(f"the event stream ended before {job_id} appeared (saw {seen})")
 
 

@@ -29,6 +29,7 @@ from proxy.modelfiles.manifest import load_manifest
 from proxy.modelfiles.store import DownloadRecord, DownloadStatus
 from proxy.services import Services
 from proxy.settings import Settings
+from proxy.testing import job_views
 from tests.support import (
     MANIFEST,
     REPO_ROOT,
@@ -125,8 +126,8 @@ async def follow(api: Api, job_id: str, until: set[str], timeout_s: float = 60) 
     """Wait on the SSE stream, then read the job through the seed's endpoint."""
     async with asyncio.timeout(timeout_s):
         async with api.client.stream("GET", f"/api/jobs/{job_id}/events") as stream:
-            async for line in stream.aiter_lines():
-                if line.startswith("data: ") and json.loads(line[6:])["job"]["status"] in until:
+            async for job in job_views(stream.aiter_lines()):
+                if job["status"] in until:
                     break
     return (await api.client.get(f"/api/v1/job/{job_id}")).json()
 

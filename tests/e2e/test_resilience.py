@@ -68,7 +68,7 @@ async def test_progress_carries_on_after_a_restart_during_a_quiet_node(tmp_path,
                 final, seen = await follow_job(client, job_id, {"completed", "failed"})
         assert final["status"] == "completed", final
         progress = [before["progress"], *(j["progress"] for j in seen)]
-        assert before["progress"] > 50
+        assert before["progress"] > 30  # sampling done: well under way
         assert progress == sorted(progress), f"progress went backwards: {progress}"
 
 

@@ -33,6 +33,8 @@ class WsListener:
     def __init__(self, ws: ClientConnection) -> None:
         self.ws = ws
         self._queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        # (loop time of arrival, message) of every message read, for timing checks.
+        self.arrivals: list[tuple[float, dict[str, Any]]] = []
         self.closed = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._read())
 
@@ -40,7 +42,9 @@ class WsListener:
         try:
             async for raw in self.ws:
                 if isinstance(raw, str):
-                    self._queue.put_nowait(json.loads(raw))
+                    message = json.loads(raw)
+                    self.arrivals.append((asyncio.get_running_loop().time(), message))
+                    self._queue.put_nowait(message)
         except ConnectionClosed:
             pass
         finally:

@@ -73,6 +73,12 @@ const feed = new JobFeed({
     list.apply(payload);
     batches.onJobEvent(payload);
   },
+  onProgress: (update) => {
+    const job = list.withProgress(update);
+    if (!job) return; // not shown here: the next listing brings it
+    list.apply({ event: "updated", job });
+    batches.onJobEvent({ event: "updated", job });
+  },
   onResync: () => Promise.all([list.refresh(), batches.refresh()]),
   onState: (state) => status.setFeed(state),
 });

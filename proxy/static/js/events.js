@@ -20,6 +20,7 @@ export class JobFeed {
   constructor({
     url = "/api/events",
     onEvent,
+    onProgress = () => {},
     onResync,
     onState = () => {},
     pollMs = 3000,
@@ -29,6 +30,7 @@ export class JobFeed {
   }) {
     this.url = url;
     this.onEvent = onEvent;
+    this.onProgress = onProgress;
     this.onResync = onResync;
     this.onState = onState;
     this.pollMs = pollMs;
@@ -86,17 +88,23 @@ export class JobFeed {
       this.setState(FeedState.LIVE);
       this.onResync();
     });
-    source.addEventListener("job", (message) => {
-      if (this.source !== source) return;
-      let payload;
-      try {
-        payload = parseJson(message.data);
-      } catch (err) {
-        console.warn("unreadable job event", err, message.data);
-        return;
-      }
-      if (payload && payload.job) this.onEvent(payload);
-    });
+    // Each event name's data, parsed; an unreadable one is logged and skipped.
+    const listen = (name, handle) =>
+      source.addEventListener(name, (message) => {
+        if (this.source !== source) return;
+        let data;
+        try {
+          data = parseJson(message.data);
+        } catch (err) {
+          console.warn(`unreadable ${name} event`, err, message.data);
+          return;
+        }
+        if (data) handle(data);
+      });
+    listen("job", (payload) => payload.job && this.onEvent(payload));
+    // A running job's progress: only the fields that move (id, status, progress, stage,
+    // step, steps, eta_s, message, updated_at), merged into the job already known.
+    listen("progress", (update) => update.id && this.onProgress(update));
     source.addEventListener("error", () => {
       if (this.source !== source || this.closed) return;
       this.failures += 1;

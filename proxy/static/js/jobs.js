@@ -104,6 +104,12 @@ export class JobList {
     this.render();
   }
 
+  /** The known job with a progress event's fields, or null when the job is not known. */
+  withProgress(update) {
+    const current = this.jobs.get(update.id);
+    return current ? { ...current, ...update } : null;
+  }
+
   upsert(job) {
     this.apply({ event: "updated", job });
   }
