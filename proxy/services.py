@@ -54,7 +54,13 @@ class Services:
     retention: Retention | None = None
 
 
-def get_services(connection: HTTPConnection) -> Services:
+def services_of(connection: HTTPConnection) -> Services:
     """The app's services (HTTP requests and websockets alike)."""
     services: Services = connection.app.state.services
     return services
+
+
+async def get_services(connection: HTTPConnection) -> Services:
+    """`services_of`, as the routes' dependency: async, so FastAPI calls it in the event
+    loop (a plain function dependency costs a thread-pool round trip per request)."""
+    return services_of(connection)

@@ -14,7 +14,7 @@ from starlette.requests import HTTPConnection
 
 from proxy.api.surface import SurfaceBody
 from proxy.auth import ANONYMOUS, HOW_TO_SEND, Forbidden, Principal, Unauthorized
-from proxy.services import get_services
+from proxy.services import services_of
 
 SESSION_COOKIE = "fastwan_session"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -75,7 +75,7 @@ async def _refuse(connection: HTTPConnection, message: str) -> Exception:
 async def authenticate(connection: HTTPConnection) -> Principal:
     """The caller of this request; 401 (each surface in its own error shape, a websocket
     closed with 4401) without a valid key or session where keys are configured."""
-    auth = get_services(connection).auth
+    auth = services_of(connection).auth
     if not auth.keys.enabled:
         return Principal(ANONYMOUS.name, admin=True, via="open", owner=_address(connection))
     presented = _presented_key(connection)
@@ -102,7 +102,7 @@ async def authenticate(connection: HTTPConnection) -> Principal:
 Caller = Annotated[Principal, Depends(authenticate)]
 
 
-def require_admin(caller: Caller) -> Principal:
+async def require_admin(caller: Caller) -> Principal:
     if not caller.admin:
         raise Forbidden("Only an admin key may do this (ADMIN_API_KEYS)")
     return caller
@@ -120,7 +120,7 @@ class Login(SurfaceBody):
 @router.post("/login", summary="Log the web UI in with an API key (sets a session cookie)")
 async def login(body: Login, request: Request, response: Response) -> dict[str, Any]:
     """Exchanges a key for an HttpOnly, SameSite=Strict session cookie."""
-    auth = get_services(request).auth
+    auth = services_of(request).auth
     if not _same_origin(request):
         raise Forbidden("Log in from this site's own page")
     principal = auth.keys.lookup(body.key.strip())
@@ -146,7 +146,7 @@ async def logout(request: Request, response: Response) -> dict[str, Any]:
 
 @router.get("/me", summary="Who this request is, and whether keys are required")
 async def me(request: Request, caller: Caller) -> dict[str, Any]:
-    required = get_services(request).auth.keys.enabled
+    required = services_of(request).auth.keys.enabled
     known = caller.via in ("key", "session") or not required
     return {
         "auth_required": required,

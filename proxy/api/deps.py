@@ -26,15 +26,15 @@ class ServiceUnavailable(ProxyError):
     status_code = 503
 
 
-def get_batches(services: ServicesDep) -> BatchService:
+async def get_batches(services: ServicesDep) -> BatchService:
     return services.batches
 
 
-def get_prompt_tools(services: ServicesDep) -> PromptTools:
+async def get_prompt_tools(services: ServicesDep) -> PromptTools:
     return services.prompt_tools
 
 
-def get_downloads(services: ServicesDep) -> DownloadManager:
+async def get_downloads(services: ServicesDep) -> DownloadManager:
     if services.downloads is None:
         raise ServiceUnavailable(
             services.problems.get("model_files", "Model downloads are not available.")
@@ -42,7 +42,7 @@ def get_downloads(services: ServicesDep) -> DownloadManager:
     return services.downloads
 
 
-def get_presence(services: ServicesDep) -> ModelPresence | None:
+async def get_presence(services: ServicesDep) -> ModelPresence | None:
     """None when model files cannot be checked (the manifest did not load)."""
     return services.presence
 
@@ -50,7 +50,7 @@ def get_presence(services: ServicesDep) -> ModelPresence | None:
 SceneSaver = Callable[[list[dict[str, Any]]], Awaitable[str | None]]
 
 
-def get_scene_saver(services: ServicesDep, caller: Caller) -> SceneSaver:
+async def get_scene_saver(services: ServicesDep, caller: Caller) -> SceneSaver:
     """How the prompt tools store drafted scenes as a scene session (the caller's)."""
 
     async def save(scenes: list[dict[str, Any]]) -> str | None:

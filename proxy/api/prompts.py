@@ -32,7 +32,7 @@ SESSION_COOKIE_MAX_AGE_S = 30 * 24 * 3600
 _SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 
 
-def session_id(
+async def session_id(
     request: Request,
     response: Response,
     caller: Caller,

@@ -11,7 +11,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from proxy.media.storage import OutputRecord
 
@@ -66,6 +66,10 @@ class Attempt(BaseModel):
 
 
 class Job(BaseModel):
+    # Shared: the store keeps recent jobs in memory and hands out the same object; a
+    # change is a copy (`model_copy(update=...)`) written through the store.
+    model_config = ConfigDict(frozen=True)
+
     id: str
     workflow: str
     status: JobStatus

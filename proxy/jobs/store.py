@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -96,13 +97,34 @@ def _column_values(fields: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
+# Jobs kept in memory by id: the most recently read or written (a status poll is then
+# served without a database round trip).
+CACHE_SIZE = 2000
+
+
 class JobStore:
-    def __init__(self, db: Database) -> None:
+    """Jobs in the database, and the recently used ones in memory.
+
+    Every write of a job row in this process goes through here, so the memory copy is what
+    the database holds (one proxy process per database: see `proxy.instance`).
+    """
+
+    def __init__(self, db: Database, cache_size: int = CACHE_SIZE) -> None:
         self.db = db
+        self._cache: OrderedDict[str, Job] = OrderedDict()
+        self._cache_size = cache_size
+
+    def _keep(self, job: Job) -> Job:
+        self._cache[job.id] = job
+        self._cache.move_to_end(job.id)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return job
 
     async def insert(self, job: Job) -> None:
         async with self.db.transaction() as conn:
             await conn.execute(insert(jobs_table).values(**_to_row(job)))
+        self._keep(job)
 
     async def insert_many(self, jobs: Sequence[Job]) -> None:
         """Several jobs in one transaction (imports, benchmarks: 10,000 in a second or so)."""
@@ -111,9 +133,13 @@ class JobStore:
                 await conn.execute(insert(jobs_table), [_to_row(job) for job in jobs])
 
     async def get(self, job_id: str) -> Job | None:
+        kept = self._cache.get(job_id)
+        if kept is not None:
+            self._cache.move_to_end(job_id)
+            return kept
         async with self.db.engine.connect() as conn:
             row = (await conn.execute(select(jobs_table).where(jobs_table.c.id == job_id))).first()
-        return _from_row(row) if row else None
+        return self._keep(_from_row(row)) if row else None
 
     async def update(
         self,
@@ -141,9 +167,13 @@ class JobStore:
             if result.rowcount == 0:
                 return None
             row = (await conn.execute(select(jobs_table).where(jobs_table.c.id == job_id))).first()
-        return _from_row(row) if row else None
+        if row is None:
+            self._cache.pop(job_id, None)
+            return None
+        return self._keep(_from_row(row))
 
     async def delete(self, job_id: str) -> bool:
+        self._cache.pop(job_id, None)
         async with self.db.transaction() as conn:
             result = await conn.execute(delete(jobs_table).where(jobs_table.c.id == job_id))
         return result.rowcount > 0
@@ -229,7 +259,10 @@ class JobStore:
                 .where(jobs_table.c.backend.is_(None))
                 .values(backend=backend, updated_at=utcnow())
             )
-        return await self.get(job_id) if result.rowcount else None
+        if not result.rowcount:
+            return None
+        self._cache.pop(job_id, None)  # changed: read it again
+        return await self.get(job_id)
 
     async def claim_next(self, backend: str) -> Job | None:
         """Claim the oldest queued job. Losing a race means another claimer took that job,

@@ -101,3 +101,30 @@ async def test_claim_hands_each_job_to_exactly_one_backend(database_url):
         assert await store.claim_next("b0") is None
     finally:
         await db.close()
+
+
+async def test_recent_jobs_are_served_from_memory_and_stay_what_the_database_holds(tmp_path):
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}")
+    await db.migrate()
+    try:
+        store = JobStore(db, cache_size=2)
+        jobs = [make_job() for _ in range(3)]
+        for job in jobs:
+            await store.insert(job)
+        assert len(store._cache) == 2 and jobs[0].id not in store._cache  # bounded
+        assert await store.get(jobs[0].id) == jobs[0]  # read again from the database
+
+        updated = await store.update(jobs[0].id, status=JobStatus.RUNNING, progress=12.5)
+        assert await store.get(jobs[0].id) is updated  # no round trip, and the new state
+        fresh = await JobStore(db).get(jobs[0].id)  # what another reader sees
+        assert fresh == updated
+        assert await store.update(jobs[0].id, expect=[JobStatus.QUEUED], progress=99) is None
+        assert (await store.get(jobs[0].id)) == fresh  # a refused update changes nothing
+
+        claimed = await store.claim(jobs[1].id, "gpu0")
+        assert claimed is not None and (await store.get(jobs[1].id)).backend == "gpu0"
+
+        assert await store.delete(jobs[0].id)
+        assert await store.get(jobs[0].id) is None
+    finally:
+        await db.close()
