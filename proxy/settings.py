@@ -142,6 +142,8 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 100 * 1024 * 1024
     max_active_jobs_per_client: int = 2
     max_batch_size: int = 8
+    # The longest a create call or status read may wait (`Prefer: wait=N`, `?wait=N`).
+    max_wait_s: float = Field(600.0, ge=0)
     # The largest JSON request body read (uploads have their own limit).
     max_json_bytes: int = 1_000_000
 
@@ -158,6 +160,28 @@ class Settings(BaseSettings):
     session_secret: str | None = None
     session_ttl_s: float = 7 * 24 * 3600
 
+    # Job callbacks (proxy.webhooks): signed POSTs from a durable outbox, retried with backoff.
+    # Every job's events also go to WEBHOOK_URL (completed, failed, cancelled, and the extra
+    # WEBHOOK_EVENTS); a create call may name a `webhook_url` of its own.
+    webhook_url: Annotated[str | None, WhenUnset("only the create calls' own webhook_url")] = None
+    # job.started and/or job.progress, for WEBHOOK_URL (a create call names its own).
+    webhook_events: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # The Standard Webhooks signing secret (`whsec_<base64>`); receivers verify with it.
+    webhook_secret: Annotated[
+        str | None,
+        WhenUnset("made once, kept in DATA_DIR/webhook-secret (GET /api/webhooks/secret)"),
+    ] = None
+    # Host names a create call's webhook_url may point at (`*.example.com` for subdomains).
+    webhook_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    webhook_timeout_s: float = Field(10.0, gt=0)
+    # How long a delivery is retried after its event (on network errors, timeouts, 5xx, 429).
+    webhook_retry_horizon_s: float = Field(86400.0, ge=0)
+    # The backoff between attempts: the first wait, doubling (with jitter) up to the last.
+    webhook_retry_min_s: float = Field(5.0, gt=0)
+    webhook_retry_max_s: float = Field(3600.0, gt=0)
+    # job.progress is sent at most this often per job.
+    webhook_progress_interval_s: float = Field(5.0, ge=0)
+
     # Prompt tools (any OpenAI-compatible chat completions endpoint).
     llm_base_url: str | None = None
     llm_model: str | None = None
@@ -169,7 +193,15 @@ class Settings(BaseSettings):
     hf_endpoint: Annotated[str | None, WhenUnset("huggingface.co")] = None
     models_dir: Annotated[Path | None, WhenUnset("COMFYUI_DIR/models")] = None
 
-    @field_validator("comfyui_urls", "api_keys", "admin_api_keys", "cors_origins", mode="before")
+    @field_validator(
+        "comfyui_urls",
+        "api_keys",
+        "admin_api_keys",
+        "cors_origins",
+        "webhook_events",
+        "webhook_allowed_hosts",
+        mode="before",
+    )
     @classmethod
     def _split_list(cls, value: object) -> object:
         # NoDecode keeps pydantic-settings from reading these variables as JSON.

@@ -16,6 +16,7 @@ from proxy.api.auth import Caller, wants_html
 from proxy.api.deps import ServicesDep, job_limit, serve_file
 from proxy.api.health import run_problems
 from proxy.api.surface import Surface
+from proxy.api.waiting import created_answer, requested_wait, status_answer
 from proxy.auth import Principal
 from proxy.errors import Conflict
 from proxy.jobs.models import Job, JobPhase, JobStatus
@@ -108,24 +109,38 @@ def build(registry: WorkflowRegistry, default_workflow: str) -> APIRouter:
     @router.post("/generate", summary="Generate a video")
     async def generate(
         body: generate_request,  # type: ignore[valid-type]
+        request: Request,
         services: ServicesDep,
         caller: Caller,
-    ) -> dict[str, Any]:
-        """Queue a FastWAN text-to-video job; poll `/status/{job_id}`."""
+    ) -> Any:
+        """Queue a FastWAN text-to-video job; poll `/status/{job_id}`. With `Prefer: wait=N`
+        (or `?wait=N`): the status once the video is ready (200), or after N s (202)."""
+        requested_wait(request, services.settings.max_wait_s)
         job = await SURFACE.create_job(
             services.jobs, flow.name, SURFACE.values(body), caller, max_active=job_limit(services)
         )
-        return {
+        answer = {
             "job_id": job.id,
             "status": "queued",
             "message": "Video generation started",
             "seed": job.seed,
         }
 
+        async def view() -> dict[str, Any]:
+            return status_body(await services.jobs.get(job.id))
+
+        return await created_answer(
+            request, services, [job.id], answer=answer, view=view, location=f"/status/{job.id}"
+        )
+
     @router.get("/status/{job_id}", summary="Check job status")
-    async def status(job_id: str, services: ServicesDep, caller: Caller) -> dict[str, Any]:
-        """Status (queued/processing/completed/error), progress 0-100, and the download URL."""
-        return status_body(await services.jobs.get(job_id, caller))
+    async def status(
+        job_id: str, request: Request, services: ServicesDep, caller: Caller
+    ) -> dict[str, Any]:
+        """Status (queued/processing/completed/error), progress 0-100, and the download URL.
+        `?wait=N` (or `Prefer: wait=N`): answer once the status changes, or after N s."""
+        job = await services.jobs.get(job_id, caller)
+        return status_body(await status_answer(request, services, job))
 
     @router.get("/download/{job_id}", summary="Download the video", response_class=FileResponse)
     async def download(job_id: str, services: ServicesDep, caller: Caller) -> FileResponse:

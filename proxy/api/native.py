@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field, StrictBool, ValidationError
 from proxy.api.auth import Admin, Caller
 from proxy.api.deps import PresenceDep, ServicesDep, job_limit, serve_file
 from proxy.api.surface import Surface, SurfaceBody
+from proxy.api.waiting import created_answer, requested_wait, status_answer
 from proxy.auth import Principal
 from proxy.errors import InvalidInput, NotFound
 from proxy.jobs.models import Job, JobPhase, JobStatus, phase_of, status_of
@@ -255,25 +256,44 @@ def build(registry: WorkflowRegistry, default_workflow: str) -> APIRouter:
             }
         },
     )
-    async def create_job(request: Request, services: ServicesDep, caller: Caller) -> dict[str, Any]:
-        """JSON for a job without files or with upload ids; multipart with its files."""
+    async def create_job(request: Request, services: ServicesDep, caller: Caller) -> Any:
+        """JSON for a job without files or with upload ids; multipart with its files.
+        `Prefer: wait=N` (or `?wait=N`): answer once the job has ended (200), or after N
+        seconds with the job as it is (202, `Location`)."""
+        requested_wait(request, services.settings.max_wait_s)  # a bad value: 400 first
         content_type = request.headers.get("content-type", "")
         if not content_type.startswith(MULTIPART):
             data = await read_json(request)
-            return job_view(await create(services, caller, data, {}))
-        async with services.inputs.receiving(
-            request.stream(),
-            content_type,
-            request.headers.get("content-length"),
-            FILE_FIELDS,
-            required=False,
-        ) as form:
-            job = await create(services, caller, form_values(form.fields), form.files)
-        return job_view(job)
+            job = await create(services, caller, data, {})
+        else:
+            async with services.inputs.receiving(
+                request.stream(),
+                content_type,
+                request.headers.get("content-length"),
+                FILE_FIELDS,
+                required=False,
+            ) as form:
+                job = await create(services, caller, form_values(form.fields), form.files)
+
+        async def view() -> dict[str, Any]:
+            return job_view(await services.jobs.get(job.id))
+
+        return await created_answer(
+            request,
+            services,
+            [job.id],
+            answer=job_view(job),
+            view=view,
+            location=f"/api/jobs/{job.id}",
+        )
 
     @router.get("/jobs/{job_id}", summary="One job")
-    async def get_job(job_id: str, services: ServicesDep, caller: Caller) -> dict[str, Any]:
-        return job_view(await services.jobs.get(job_id, caller))
+    async def get_job(
+        job_id: str, request: Request, services: ServicesDep, caller: Caller
+    ) -> dict[str, Any]:
+        """`?wait=N` (or `Prefer: wait=N`): answer once the job changes state, or after N s."""
+        job = await services.jobs.get(job_id, caller)
+        return job_view(await status_answer(request, services, job))
 
     @router.post("/jobs/{job_id}/start", summary="Start a pending, stopped or failed job")
     async def start_job(job_id: str, services: ServicesDep, caller: Caller) -> dict[str, Any]:

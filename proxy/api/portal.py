@@ -12,13 +12,14 @@ from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing, suppress
 from typing import Any
 
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from proxy.api.auth import Caller
 from proxy.api.deps import BatchesDep, ServicesDep, job_limit, serve_file
 from proxy.api.surface import Surface
+from proxy.api.waiting import created_answer, requested_wait, status_answer
 from proxy.batches import Batch, BatchService, ItemSpec, Tally
 from proxy.errors import Conflict, InvalidInput, NotFound
 from proxy.jobs.feed import FeedEvent, following
@@ -239,32 +240,55 @@ def build(registry: WorkflowRegistry, default_workflow: str, max_batch_size: int
     @router.post("/video/single_inference", summary="Generate a single video")
     async def single_inference(
         body: single_inference_body,  # type: ignore[valid-type]
+        request: Request,
         services: ServicesDep,
         caller: Caller,
-    ) -> dict[str, Any]:
+    ) -> Any:
         """Queue one text-to-video job; follow it on `/api/video/status/{job_id}` or the
-        websocket."""
+        websocket. `Prefer: wait=N` (or `?wait=N`): its status once done (200) or after N s
+        (202)."""
+        requested_wait(request, services.settings.max_wait_s)
         job = await SURFACE.create_job(
             services.jobs, flow.name, SURFACE.values(body), caller, max_active=job_limit(services)
         )
-        return {
+        answer = {
             "job_id": job.id,
             "message": "Video generation started. Connect to WebSocket for updates.",
         }
 
+        async def view() -> dict[str, Any]:
+            return job_status(await services.jobs.get(job.id))
+
+        return await created_answer(
+            request,
+            services,
+            [job.id],
+            answer=answer,
+            view=view,
+            location=f"/api/video/status/{job.id}",
+        )
+
     @router.get("/video/status/{job_id}", summary="Status of a single video")
-    async def video_status(job_id: str, services: ServicesDep, caller: Caller) -> dict[str, Any]:
-        """pending, generating, processing, complete or failed, with progress 0-100."""
-        return job_status(await services.jobs.get(job_id, caller))
+    async def video_status(
+        job_id: str, request: Request, services: ServicesDep, caller: Caller
+    ) -> dict[str, Any]:
+        """pending, generating, processing, complete or failed, with progress 0-100.
+        `?wait=N` (or `Prefer: wait=N`): answer once the status changes, or after N s."""
+        job = await services.jobs.get(job_id, caller)
+        return job_status(await status_answer(request, services, job))
 
     @router.post("/video/batch_inference", summary="Generate several videos in parallel")
     async def batch_inference(
         body: batch_inference_body,  # type: ignore[valid-type]
+        request: Request,
         services: ServicesDep,
         batches: BatchesDep,
         caller: Caller,
-    ) -> dict[str, Any]:
-        """One job per prompt, spread over the GPUs (one ComfyUI backend each)."""
+    ) -> Any:
+        """One job per prompt, spread over the GPUs (one ComfyUI backend each). `Prefer:
+        wait=N` (or `?wait=N`): the batch status once every job has ended (200), or after
+        N s (202)."""
+        requested_wait(request, services.settings.max_wait_s)
         prompts: list[str] = body.prompts  # type: ignore[attr-defined]
         count = len(prompts)
         if not 1 <= count <= max_batch_size:
@@ -284,11 +308,23 @@ def build(registry: WorkflowRegistry, default_workflow: str, max_batch_size: int
                 client_key=caller.owner,
                 max_active=job_limit(services),
             )
-        return {
+        answer = {
             "batch_id": batch.id,
             "message": f"Batch processing started for {count} prompts. "
             "Connect to WebSocket for updates.",
         }
+
+        async def view() -> dict[str, Any]:
+            return batch_status(services, batch, await batches.jobs_of(batch))
+
+        return await created_answer(
+            request,
+            services,
+            [item.job_id for item in batch.items],
+            answer=answer,
+            view=view,
+            location=f"/api/video/batch_status/{batch.id}",
+        )
 
     @router.get("/video/batch_status/{batch_id}", summary="Status of every video of a batch")
     async def get_batch_status(

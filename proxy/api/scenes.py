@@ -9,14 +9,15 @@ failed (all failed) or partial. Video URLs are `/outputs/<file>`.
 
 from typing import Any, cast
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import Field, field_validator
 
 from proxy.api.auth import Caller
 from proxy.api.deps import BatchesDep, ServicesDep, job_limit, serve_file
 from proxy.api.surface import CleanText, Surface, SurfaceBody
-from proxy.batches import Scene, SceneSession, Tally, output_url
+from proxy.api.waiting import created_answer, requested_wait
+from proxy.batches import Batch, BatchService, Scene, SceneSession, Tally, output_url
 from proxy.jobs.models import Job, JobPhase
 from proxy.workflows import WorkflowRegistry
 
@@ -140,22 +141,43 @@ def build(registry: WorkflowRegistry, default_workflow: str) -> APIRouter:
 
     @router.post("/videos/generate-scenes", summary="Generate every scene of a session in parallel")
     async def generate_scenes(
-        body: GenerateScenes, services: ServicesDep, batches: BatchesDep, caller: Caller
-    ) -> dict[str, Any]:
-        """One job per scene, spread over the GPUs; follow it on `/api/videos/status/{job_id}`."""
+        body: GenerateScenes,
+        request: Request,
+        services: ServicesDep,
+        batches: BatchesDep,
+        caller: Caller,
+    ) -> Any:
+        """One job per scene, spread over the GPUs; follow it on `/api/videos/status/{job_id}`.
+        `Prefer: wait=N` (or `?wait=N`): that status once every scene has ended (200), or
+        after N s (202)."""
+        requested_wait(request, services.settings.max_wait_s)
         batch = await batches.generate_scenes(
             body.session_id, caller, max_active=job_limit(services)
         )
-        return {
+        answer = {
             "success": True,
             "message": f"Video generation started for {len(batch.items)} scenes",
             "job_id": batch.id,
         }
 
+        async def view() -> dict[str, Any]:
+            return await generation_status(batches, batch)
+
+        return await created_answer(
+            request,
+            services,
+            [item.job_id for item in batch.items],
+            answer=answer,
+            view=view,
+            location=f"/api/videos/status/{batch.id}",
+        )
+
     @router.get("/videos/status/{job_id}", summary="Status of every scene of a generation")
     async def scenes_status(job_id: str, batches: BatchesDep, caller: Caller) -> dict[str, Any]:
         """overall_status generating, completed, failed or partial; one entry per scene."""
-        batch = await batches.get(job_id, caller)
+        return await generation_status(batches, await batches.get(job_id, caller))
+
+    async def generation_status(batches: BatchService, batch: Batch) -> dict[str, Any]:
         jobs = await batches.jobs_of(batch)
         await batches.sync_session(batch, jobs)
         tally = Tally.of(jobs)

@@ -44,6 +44,7 @@ from proxy.api.deps import (
 from proxy.api.errors import SeedRoute
 from proxy.api.health import run_problems
 from proxy.api.surface import Surface, SurfaceBody
+from proxy.api.waiting import created_answer, requested_wait, status_answer
 from proxy.auth import Principal
 from proxy.errors import InvalidInput
 from proxy.jobs.models import Job, JobPhase
@@ -107,6 +108,23 @@ def _parse_form(model: type[BaseModel], fields: dict[str, str]) -> BaseModel:
 
 def iso_z(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def _answer(request: Request, services: Services, job: Job, notes: list[str]) -> Any:
+    """The seed's "started" answer; with `Prefer: wait=N`, the job's status once it has
+    ended (200) or after N s (202)."""
+
+    async def view() -> dict[str, Any]:
+        return job_body(await services.jobs.get(job.id))
+
+    return await created_answer(
+        request,
+        services,
+        [job.id],
+        answer=_started(job, notes),
+        view=view,
+        location=f"/api/v1/job/{job.id}",
+    )
 
 
 def _started(job: Job, notes: list[str]) -> dict[str, Any]:
@@ -235,9 +253,10 @@ def build(registry: WorkflowRegistry) -> APIRouter:
         kind: MediaKind,
         model: type[BaseModel],
         size: SizeRule,
-    ) -> dict[str, Any]:
+    ) -> Any:
         """Stream the upload, validate the form, create the job; the upload is removed if
         any step fails."""
+        requested_wait(request, services.settings.max_wait_s)
         flow = registry.get(workflow)
         services.pool.require_connected()
         limit = services.settings.max_active_jobs_per_client
@@ -268,7 +287,7 @@ def build(registry: WorkflowRegistry) -> APIRouter:
             )
         if kind == "video":
             notes = _v2v_note(job)
-        return _started(job, notes + regime_notes(flow, values))
+        return await _answer(request, services, job, notes + regime_notes(flow, values))
 
     @router.get("/health", summary="Health check")
     async def health(services: ServicesDep) -> dict[str, Any]:
@@ -306,12 +325,14 @@ def build(registry: WorkflowRegistry) -> APIRouter:
     @router.post("/api/v1/generate/text-to-video", summary="Generate a video from text")
     async def text_to_video(
         body: text_to_video_body,  # type: ignore[valid-type]
+        request: Request,
         services: ServicesDep,
         caller: Caller,
-    ) -> dict[str, Any]:
+    ) -> Any:
         """Queue a text-to-video job; poll `/api/v1/job/{job_id}`. `num_frames` N gives the
         largest 4k+1 frames not above N (64 → 61)."""
         services.pool.require_connected()
+        requested_wait(request, services.settings.max_wait_s)
         data = cast(BaseModel, body)
         values = seed_values(data)
         requested: int = getattr(data, "num_frames")  # noqa: B009 (a derived model's field)
@@ -325,7 +346,7 @@ def build(registry: WorkflowRegistry) -> APIRouter:
             request=data.model_dump(exclude_unset=True),
         )
         notes = _frames_note(requested, values["length"]) + regime_notes(t2v, values)
-        return _started(job, notes)
+        return await _answer(request, services, job, notes)
 
     def upload_route(
         path: str,
@@ -356,7 +377,7 @@ def build(registry: WorkflowRegistry) -> APIRouter:
             defaults={k: v for k, v in SEED_DEFAULTS.items() if k not in fields},
         )
 
-        async def create(request: Request, services: ServicesDep, caller: Caller) -> dict[str, Any]:
+        async def create(request: Request, services: ServicesDep, caller: Caller) -> Any:
             return await create_with_upload(
                 request,
                 services,
@@ -411,9 +432,13 @@ def build(registry: WorkflowRegistry) -> APIRouter:
     )
 
     @router.get("/api/v1/job/{job_id}", summary="Get job status")
-    async def get_job(job_id: str, services: ServicesDep, caller: Caller) -> dict[str, Any]:
-        """Status (pending/processing/completed/failed), message, and the output when done."""
-        return job_body(await services.jobs.get(job_id, caller))
+    async def get_job(
+        job_id: str, request: Request, services: ServicesDep, caller: Caller
+    ) -> dict[str, Any]:
+        """Status (pending/processing/completed/failed), message, and the output when done.
+        `?wait=N` (or `Prefer: wait=N`): answer once the status changes, or after N s."""
+        job = await services.jobs.get(job_id, caller)
+        return job_body(await status_answer(request, services, job))
 
     @router.get("/api/v1/models", summary="List models")
     async def list_models(services: ServicesDep, presence: PresenceDep) -> dict[str, Any]:
