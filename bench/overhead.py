@@ -4,49 +4,22 @@ vs driving the same stand-in directly (POST /prompt, follow its websocket, GET /
 from __future__ import annotations
 
 import asyncio
-import json
 import statistics
 import tempfile
-import time
-import uuid
 from pathlib import Path
 
 import httpx
-import websockets
 
-from bench.common import SMALL, proxy_for, run_jobs
-from proxy.testing import REPO_ROOT, standin_process
-from proxy.workflows import load_registry
+from bench.common import SMALL, direct_jobs, proxy_for, run_jobs
+from proxy.testing import standin_process
 
 ROUNDS = 5
 
 
 async def direct(url: str, seed: int) -> float:
     """A job the way a careful script would drive ComfyUI itself."""
-    flow = load_registry(REPO_ROOT / "workflows").get("fastwan_t2v")
-    graph = flow.fill(flow.resolve({"prompt": "direct", "seed": seed, **SMALL}), f"direct/{seed}")
-    client_id, prompt_id = uuid.uuid4().hex, str(uuid.uuid4())
-    start = time.perf_counter()
-    async with (
-        websockets.connect(url.replace("http", "ws") + f"/ws?clientId={client_id}") as ws,
-        httpx.AsyncClient(base_url=url) as http,
-    ):
-        body = {"prompt": graph, "client_id": client_id, "prompt_id": prompt_id}
-        (await http.post("/prompt", json=body)).raise_for_status()
-        async for frame in ws:
-            msg = json.loads(frame) if isinstance(frame, str) else {}
-            data = msg.get("data", {})
-            if (
-                msg.get("type") == "executing"
-                and data.get("node") is None
-                and data.get("prompt_id") == prompt_id
-            ):
-                break
-        entry = (await http.get(f"/history/{prompt_id}")).json()[prompt_id]
-        for ui in entry["outputs"].values():
-            for item in ui.get("images", []):
-                (await http.get("/view", params=item)).raise_for_status()
-    return time.perf_counter() - start
+    run = await direct_jobs(url, [{"prompt": "direct", "seed": seed, **SMALL}])
+    return run.wall_s
 
 
 async def main() -> None:

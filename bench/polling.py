@@ -8,17 +8,22 @@ loopback only. Reported per route: errors (the target is 0), requests per second
 latency as the client sees it.
 
     .venv/bin/python -m bench.polling [--pollers 500] [--requests 10] [--jobs 10000]
+    .venv/bin/python -m bench.polling --only status   # /status alone [>= 0.5 of the baseline]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
+import signal
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,7 +31,9 @@ from pathlib import Path
 import aiohttp
 import uvicorn
 from fastapi import FastAPI
+from fastapi.responses import FileResponse
 
+from bench.common import check, header, print_sample, stop_process, wait_up
 from proxy.db import Database
 from proxy.jobs.models import Job, JobStatus
 from proxy.jobs.store import JobStore
@@ -35,12 +42,29 @@ from proxy.settings import Settings
 from proxy.testing import REPO_ROOT
 
 
+class BigChunkFileResponse(FileResponse):
+    chunk_size = 1 << 20
+
+
 def hello_app() -> FastAPI:
+    """The bare baseline: `/hello`; with BENCH_FILE set, also that file as Starlette serves it
+    (`/file`, 64 KiB reads) and with 1 MiB reads (`/file-1m`), for bench.download."""
     app = FastAPI()
 
     @app.get("/hello")
     async def hello() -> dict[str, str]:
         return {"hello": "world"}
+
+    path = os.environ.get("BENCH_FILE")
+    if path:
+
+        @app.get("/file")
+        async def file() -> FileResponse:
+            return FileResponse(path, media_type="video/mp4")
+
+        @app.get("/file-1m")
+        async def file_1m() -> FileResponse:
+            return BigChunkFileResponse(path, media_type="video/mp4")
 
     return app
 
@@ -129,38 +153,41 @@ async def poll(url: str, paths: list[list[str]]) -> tuple[dict[str, Tally], floa
     return tallies, wall
 
 
-async def wait_up(url: str, process: asyncio.subprocess.Process, path: str) -> None:
-    async with aiohttp.ClientSession(url) as session:
-        for _ in range(600):
-            if process.returncode is not None:
-                raise RuntimeError(f"the server exited with {process.returncode}")
-            try:
-                async with session.get(path) as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)  # a starting process; bounded by the loop
-    raise RuntimeError(f"{url} did not answer")
-
-
-async def measure(
-    kind: str, data_dir: Path, paths: list[list[str]]
-) -> tuple[dict[str, Tally], float]:
+@asynccontextmanager
+async def served(
+    kind: str, data_dir: Path, sample: Path | None = None, env: dict[str, str] | None = None
+) -> AsyncIterator[tuple[str, asyncio.subprocess.Process]]:
+    """A server process of `kind` ("proxy" on `data_dir`, or "hello"), its URL once it
+    answers; with `sample`, under `bench.sampler`, which reports there when it stops."""
     port = free_port()
+    sampler = ["-m", "bench.sampler", str(sample)] if sample else []
     process = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "bench.polling", "--serve", kind, str(data_dir), str(port)),
+        *(sys.executable, *sampler, "-m", "bench.polling"),
+        *("--serve", kind, str(data_dir), str(port)),
         cwd=REPO_ROOT,
+        stderr=asyncio.subprocess.DEVNULL if sample else None,
+        env={**os.environ, **(env or {})},
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        await wait_up(url, process, "/hello" if kind == "hello" else "/jobs?limit=1")
+        await wait_up(url, process, "/hello" if kind == "hello" else "/jobs?limit=1", 60)
+        yield url, process
+    finally:
+        # SIGINT under the sampler: uvicorn re-raises it, and the sampler writes at exit.
+        await stop_process(process, 30, signal.SIGINT if sample else signal.SIGTERM)
+
+
+async def measure(
+    kind: str, data_dir: Path, paths: list[list[str]], sample: Path | None = None
+) -> tuple[dict[str, Tally], float]:
+    """One server process of `kind` and the pollers against it; with `sample`, the server
+    runs under `bench.sampler` from the end of the warm-up."""
+    async with served(kind, data_dir, sample) as (url, process):
         # Warm-up: the first requests pay for imports, caches and connection set-up.
         await poll(url, [p[:2] for p in paths[:50]])
+        if sample:
+            process.send_signal(signal.SIGUSR1)
         return await poll(url, paths)
-    finally:
-        process.terminate()
-        await asyncio.wait_for(process.wait(), 30)
 
 
 def report(name: str, tallies: dict[str, Tally], wall: float) -> None:
@@ -177,27 +204,47 @@ def report(name: str, tallies: dict[str, Tally], wall: float) -> None:
         )
 
 
-async def main(pollers: int, requests: int, job_count: int) -> None:
+STATUS_TARGET = 0.5  # /status req/s as a share of the bare route's, with --only status
+
+
+def poller_paths(ids: list[str], pollers: int, requests: int, only: str | None) -> list[list[str]]:
+    """Each poller's requests: by default the status of a random job, then the first page of
+    /jobs, alternating; `only` "status" or "jobs" keeps one of the two."""
+    rng = random.Random(42)
+
+    def path(i: int) -> str:
+        if only == "status" or (only is None and i % 2 == 0):
+            return f"/status/{rng.choice(ids)}"
+        return "/jobs"
+
+    return [[path(i) for i in range(requests)] for _ in range(pollers)]
+
+
+async def main(
+    pollers: int,
+    requests: int,
+    job_count: int,
+    only: str | None = None,
+    sample: Path | None = None,
+) -> None:
+    header(f"bench.polling{' --only ' + only if only else ''}")
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp) / "data"
         data_dir.mkdir()
         began = time.perf_counter()
         ids = await store_jobs(data_dir, job_count)
         print(f"stored {job_count} jobs in {time.perf_counter() - began:.1f} s")
-        rng = random.Random(42)
-        # Each poller alternates: the status of a random job, then the first page of /jobs.
-        proxy_paths = [
-            [f"/status/{rng.choice(ids)}" if i % 2 == 0 else "/jobs" for i in range(requests)]
-            for _ in range(pollers)
-        ]
+        proxy_paths = poller_paths(ids, pollers, requests, only)
         hello_paths = [["/hello"] * requests for _ in range(pollers)]
 
         base, base_wall = await measure("hello", data_dir, hello_paths)
-        via, via_wall = await measure("proxy", data_dir, proxy_paths)
+        via, via_wall = await measure("proxy", data_dir, proxy_paths, sample)
 
     print(f"{pollers} concurrent pollers x {requests} requests, loopback, {job_count} jobs stored")
     report("baseline: bare FastAPI /hello", base, base_wall)
-    report("proxy: /status/{id} and /jobs (first page, 100 jobs)", via, via_wall)
+    routes = {"status": "/status/{id}", "jobs": "/jobs (first page, 100 jobs)"}
+    shown = routes[only] if only else " and ".join(routes.values())
+    report(f"proxy: {shown}", via, via_wall)
     base_lat = base["/hello"].latencies
     base_rps = len(base_lat) / base_wall
     for route, tally in via.items():
@@ -205,7 +252,10 @@ async def main(pollers: int, requests: int, job_count: int) -> None:
             ratio = statistics.median(tally.latencies) / statistics.median(base_lat)
             print(f"  {route}: p50 latency {ratio:.1f}x the baseline's")
     total_ok = sum(len(t.latencies) for t in via.values())
-    print(f"  throughput: {total_ok / via_wall / base_rps:.2f} of the baseline's req/s")
+    share = total_ok / via_wall / base_rps
+    print(f"  throughput: {share:.2f} of the baseline's req/s ({base_rps:,.0f} req/s)")
+    if only == "status":
+        check("/status req/s over the bare route's", share, STATUS_TARGET, below=False)
     errors = sum(sum(t.errors.values()) for t in via.values())
     print(f"  errors: {errors} (target 0)")
 
@@ -215,9 +265,15 @@ if __name__ == "__main__":
     parser.add_argument("--pollers", type=int, default=500)
     parser.add_argument("--requests", type=int, default=10, help="per poller")
     parser.add_argument("--jobs", type=int, default=10_000)
+    parser.add_argument(
+        "--only", choices=("status", "jobs"), help="one route instead of both alternating"
+    )
+    parser.add_argument("--sample", type=Path, help="run the proxy under bench.sampler")
     parser.add_argument("--serve", nargs=3, metavar=("KIND", "DATA_DIR", "PORT"))
     args = parser.parse_args()
     if args.serve:
         _serve(args.serve[0], args.serve[1], int(args.serve[2]))
     else:
-        asyncio.run(main(args.pollers, args.requests, args.jobs))
+        asyncio.run(main(args.pollers, args.requests, args.jobs, args.only, args.sample))
+        if args.sample:
+            print_sample(args.sample)
