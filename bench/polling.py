@@ -178,13 +178,20 @@ async def served(
 
 
 async def measure(
-    kind: str, data_dir: Path, paths: list[list[str]], sample: Path | None = None
+    kind: str,
+    data_dir: Path,
+    paths: list[list[str]],
+    sample: Path | None = None,
+    *,
+    warm_all: bool = False,
 ) -> tuple[dict[str, Tally], float]:
     """One server process of `kind` and the pollers against it; with `sample`, the server
     runs under `bench.sampler` from the end of the warm-up."""
     async with served(kind, data_dir, sample) as (url, process):
-        # Warm-up: the first requests pay for imports, caches and connection set-up.
-        await poll(url, [p[:2] for p in paths[:50]])
+        # Warm-up: the first requests pay for imports, caches and connection set-up; with
+        # `warm_all`, every poller's first path once (each client's job has been read once,
+        # as it has when a client follows the job it created).
+        await poll(url, [p[:1] for p in paths] if warm_all else [p[:2] for p in paths[:50]])
         if sample:
             process.send_signal(signal.SIGUSR1)
         return await poll(url, paths)
@@ -209,11 +216,14 @@ STATUS_TARGET = 0.5  # /status req/s as a share of the bare route's, with --only
 
 def poller_paths(ids: list[str], pollers: int, requests: int, only: str | None) -> list[list[str]]:
     """Each poller's requests: by default the status of a random job, then the first page of
-    /jobs, alternating; `only` "status" or "jobs" keeps one of the two."""
+    /jobs, alternating; `only` "jobs" keeps the second; `only` "status" is a client following
+    its own job: one job per poller (of the 10,000), its status again and again."""
     rng = random.Random(42)
+    if only == "status":
+        return [[f"/status/{rng.choice(ids)}"] * requests for _ in range(pollers)]
 
     def path(i: int) -> str:
-        if only == "status" or (only is None and i % 2 == 0):
+        if only is None and i % 2 == 0:
             return f"/status/{rng.choice(ids)}"
         return "/jobs"
 
@@ -237,8 +247,9 @@ async def main(
         proxy_paths = poller_paths(ids, pollers, requests, only)
         hello_paths = [["/hello"] * requests for _ in range(pollers)]
 
-        base, base_wall = await measure("hello", data_dir, hello_paths)
-        via, via_wall = await measure("proxy", data_dir, proxy_paths, sample)
+        following = only == "status"
+        base, base_wall = await measure("hello", data_dir, hello_paths, warm_all=following)
+        via, via_wall = await measure("proxy", data_dir, proxy_paths, sample, warm_all=following)
 
     print(f"{pollers} concurrent pollers x {requests} requests, loopback, {job_count} jobs stored")
     report("baseline: bare FastAPI /hello", base, base_wall)

@@ -21,6 +21,7 @@ from proxy import __version__
 from proxy.api import build_router
 from proxy.api.errors import install_error_handlers
 from proxy.api.limits import BodyLimit
+from proxy.api.native import job_view
 from proxy.auth import Auth, session_secret
 from proxy.batches import BatchService, BatchStore
 from proxy.comfy import SocketState
@@ -42,6 +43,7 @@ from proxy.modelfiles.presence import ModelPresence
 from proxy.prompts import PromptTools
 from proxy.services import Services
 from proxy.settings import Settings
+from proxy.webhooks import WebhookService
 from proxy.workflows import WorkflowRegistry, load_registry
 
 log = logging.getLogger("proxy")
@@ -147,6 +149,12 @@ async def _start(
     cleanup = ComfyCleanup(pool, ComfyFolders.from_settings(settings))
     writer.observers.append(cleanup)
     stack.push_async_callback(cleanup.close)
+    # Job callbacks: subscribed to the bus and observing the writer before the dispatcher's
+    # start publishes any job event; closed after the dispatcher (what it ends is enqueued).
+    webhooks = WebhookService(settings=settings, db=db, jobs=store, bus=bus, render=job_view)
+    stack.push_async_callback(webhooks.close)  # first: it also undoes a start that failed
+    await webhooks.start()
+    writer.observers.append(webhooks)
     timings = TimingStore(db)
     dispatcher = Dispatcher(
         settings=settings,
@@ -212,6 +220,7 @@ async def _start(
         downloads=downloads,
         presence=presence,
         metrics=metrics,
+        webhooks=webhooks,
         problems=problems,
         cleanup=cleanup,
         retention=retention,

@@ -24,6 +24,7 @@ from proxy.modelfiles import DownloadManager
 from proxy.modelfiles.presence import ModelPresence
 from proxy.prompts import PromptTools
 from proxy.settings import Settings
+from proxy.webhooks import WebhookService
 from proxy.workflows import WorkflowRegistry
 
 
@@ -48,6 +49,8 @@ class Services:
     presence: ModelPresence | None
     # Made by the app factory (its HTTP middleware counts requests before any lifespan).
     metrics: Metrics
+    # Job callbacks: the outbox of signed deliveries, and the per-job targets.
+    webhooks: WebhookService
     problems: dict[str, str] = field(default_factory=dict)
     # Takes jobs' leftovers out of ComfyUI; deletes old finished jobs (JOB_RETENTION_DAYS).
     cleanup: ComfyCleanup | None = None

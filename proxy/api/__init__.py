@@ -23,6 +23,7 @@ from proxy.api import (
     prompts,
     scenes,
     wan21,
+    webhooks,
     workflows,
 )
 from proxy.settings import Settings
@@ -47,18 +48,21 @@ def _docs() -> APIRouter:
 
 def build_router(registry: WorkflowRegistry, settings: Settings) -> APIRouter:
     default = settings.default_workflow
+    # The router tries routes in this order, so the most polled come first: the FastWAN
+    # seed's `/status/{id}` (each route tried before it costs every poll a few microseconds).
     surfaces = [
+        fastwan.build(registry, default),
         auth.router,
         health.router,
         metrics.router,
         native.build(registry, default),
         events.router,
         workflows.router,
-        fastwan.build(registry, default),
         prompts.router,
         modelfiles.router,
         wan21.build(registry),
         batches.router,
+        webhooks.router,
         portal.build(registry, default, settings.max_batch_size),
         scenes.build(registry, default),
         _docs(),

@@ -73,9 +73,16 @@ def job_limit(services: Services) -> int | None:
     return services.settings.max_active_jobs_per_client if services.auth.keys.enabled else None
 
 
+class LargeFileResponse(FileResponse):
+    """Videos are megabytes: read and sent 1 MiB at a time (Starlette's 64 KiB chunks made
+    downloads about a sixth as fast as ComfyUI's own `/view`; see bench.download)."""
+
+    chunk_size = 1024 * 1024
+
+
 def serve_file(file: StoredFile, *, inline: bool = True) -> FileResponse:
     """A stored file with its Content-Type, a file name, and HTTP Range support."""
-    return FileResponse(
+    return LargeFileResponse(
         file.path,
         media_type=file.content_type,
         filename=file.name,

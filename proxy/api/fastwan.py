@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from proxy import __version__
 from proxy.api.auth import Caller, wants_html
+from proxy.api.callbacks import CALLBACK_FIELDS, CALLBACK_KEYS, with_callback
 from proxy.api.deps import ServicesDep, job_limit, serve_file
 from proxy.api.health import run_problems
 from proxy.api.surface import Surface
@@ -91,6 +92,7 @@ def build(registry: WorkflowRegistry, default_workflow: str) -> APIRouter:
         "GenerateRequest",
         doc="The seed's body: the workflow's parameters; omitted ones take its defaults "
         "(FastWAN: 8 steps, cfg 1, 1280x704, 121 frames at 24 fps).",
+        fields=CALLBACK_FIELDS,
     )
 
     @router.get("/", summary="Health check (JSON), or the web UI for browsers")
@@ -116,8 +118,13 @@ def build(registry: WorkflowRegistry, default_workflow: str) -> APIRouter:
         """Queue a FastWAN text-to-video job; poll `/status/{job_id}`. With `Prefer: wait=N`
         (or `?wait=N`): the status once the video is ready (200), or after N s (202)."""
         requested_wait(request, services.settings.max_wait_s)
-        job = await SURFACE.create_job(
-            services.jobs, flow.name, SURFACE.values(body), caller, max_active=job_limit(services)
+        values = SURFACE.values(body, skip=CALLBACK_KEYS)
+        job = await with_callback(
+            services,
+            body,
+            lambda: SURFACE.create_job(
+                services.jobs, flow.name, values, caller, max_active=job_limit(services)
+            ),
         )
         answer = {
             "job_id": job.id,

@@ -15,6 +15,7 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field, StrictBool, ValidationError
 
 from proxy.api.auth import Admin, Caller
+from proxy.api.callbacks import CALLBACK_FIELDS, with_callback
 from proxy.api.deps import PresenceDep, ServicesDep, job_limit, serve_file
 from proxy.api.surface import Surface, SurfaceBody
 from proxy.api.waiting import created_answer, requested_wait, status_answer
@@ -62,6 +63,8 @@ class NativeFields(SurfaceBody):
         default_factory=dict, description="Any workflow parameter, under its own name"
     )
     start: StrictBool = Field(True, description="false: create the job without starting it")
+    webhook_url: str | None = CALLBACK_FIELDS["webhook_url"][1]
+    webhook_events: list[str] | None = CALLBACK_FIELDS["webhook_events"][1]
 
 
 NATIVE_KEYS = set(NativeFields.model_fields)
@@ -180,15 +183,19 @@ def build(registry: WorkflowRegistry, default_workflow: str) -> APIRouter:
             request_record[name] = record.get("original_name")
         params: dict[str, Any] = body.params  # type: ignore[attr-defined]
         try:
-            return await services.jobs.create(
-                flow.name,
-                values,
-                inputs=inputs,
-                surface=SURFACE.name,
-                client_key=caller.owner,
-                max_active=job_limit(services),
-                start=body.start,  # type: ignore[attr-defined]
-                request=request_record,
+            return await with_callback(
+                services,
+                body,
+                lambda: services.jobs.create(
+                    flow.name,
+                    values,
+                    inputs=inputs,
+                    surface=SURFACE.name,
+                    client_key=caller.owner,
+                    max_active=job_limit(services),
+                    start=body.start,  # type: ignore[attr-defined]
+                    request=request_record,
+                ),
             )
         except InvalidInput as exc:
             # A parameter sent inside `params` keeps the workflow's name it was sent under.

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from proxy.jobs.models import STORING_STAGE
-from proxy.jobs.timings import STORE_NODE
+from proxy.jobs.timings import STORE_NODE, TAIL
 
 # Fallback weight per class_type (before a first measured run), and the stage shown while
 # that node runs.
@@ -87,6 +87,8 @@ class ProgressTracker:
     _current_since: float = 0.0
     _step_fraction: float | None = None  # from the current node's progress events
     _next_step_fraction: float = 1.0
+    _last_step_at: float = 0.0
+    _tails: dict[str, float] = field(default_factory=dict)
     _measured: dict[str, float] = field(default_factory=dict)
     # The run was followed from its start (not re-attached): its durations can be learned.
     _from_start: bool = False
@@ -108,6 +110,13 @@ class ProgressTracker:
             self._cost = {n: learned.get(n, w * rate) for n, w in weights.items()}
         else:
             self._cost = dict(weights)
+        # A stepped node's work after its last step (a sampler finishing its latent):
+        # learned per node, so the steps fill only the part of the node they cover.
+        self._tail = {
+            n.removesuffix(TAIL): s
+            for n, s in (self.expected or {}).items()
+            if n.endswith(TAIL) and n.removesuffix(TAIL) in self.graph
+        }
         store = (self.expected or {}).get(STORE_NODE) if self.calibrated else None
         self._store_cost = (
             store
@@ -136,7 +145,7 @@ class ProgressTracker:
         now = self.clock()
         if self._current is not None and self._step_fraction:
             actual += now - self._current_since
-            expected += self._cost.get(self._current, 0.0) * self._step_fraction
+            expected += self._cost.get(self._current, 0.0) * self._current_fraction(1.0)
         if self.calibrated:
             prior = PACE_PRIOR * self._total()
             return (actual + prior) / (expected + prior)
@@ -154,8 +163,14 @@ class ProgressTracker:
             timed = (self.clock() - self._current_since) / (cost * pace)
         if self._step_fraction is None:
             return _eased(timed)
+        tail = min(self._tail.get(self._current, 0.0), 0.5 * cost) if pace is not None else 0.0
+        share = 1.0 - tail / cost if cost > 0 else 1.0  # of the node the steps cover
+        if stepped >= 1.0 and tail > 0:
+            # The last step is in: the tail follows the clock like a quiet node.
+            after = (self.clock() - self._last_step_at) / (tail * (pace or 1.0))
+            return share + (1.0 - share) * _eased(after)
         # Between two step reports, time moves the bar up to the next step's mark.
-        return max(stepped, min(timed, self._next_step_fraction))
+        return share * max(stepped, min(timed / share, self._next_step_fraction))
 
     def _recompute(self) -> None:
         pace = self._pace()
@@ -177,7 +192,8 @@ class ProgressTracker:
         if self._stored:
             self.eta_s = 0.0
         elif pace is not None and self.stage != "queued":
-            self.eta_s = round(max(total - done - current, 0.0) * pace, 1)
+            eta = max(total - done - current, 0.0) * pace
+            self.eta_s = round(eta, 2 if eta < 10 else 1)
 
     def _end_current(self, now: float) -> None:
         node = self._current
@@ -186,6 +202,8 @@ class ProgressTracker:
         self._done.add(node)
         if self._from_start and node not in self._cached:
             self._measured[node] = now - self._current_since
+            if self._step_fraction is not None and self._step_fraction >= 1.0:
+                self._tails[node] = now - self._last_step_at
         self._current = None
 
     # -- events ----------------------------------------------------------------------------
@@ -243,6 +261,7 @@ class ProgressTracker:
         fraction = min(value / maximum, 1.0) if maximum else 0.0
         self._step_fraction = max(self._step_fraction or 0.0, fraction)
         self._next_step_fraction = min((value + 1) / maximum, 1.0) if maximum else 1.0
+        self._last_step_at = self.clock()
         if self.stage == "sampling":
             self.step, self.steps = int(value), int(maximum)
         self._recompute()
@@ -275,6 +294,11 @@ class ProgressTracker:
         self._stored = True
         self._recompute()
 
+    @property
+    def expected_s(self) -> float | None:
+        """The whole run's expected seconds (None before a run was measured)."""
+        return self._total() if self.calibrated else None
+
     def tick(self) -> None:
         """Time passed without an event: a quiet node moves on."""
         self._recompute()
@@ -286,10 +310,13 @@ class ProgressTracker:
         run (and STORE_NODE), for learning; empty for a run not followed from its start."""
         if not self._from_start:
             return {}
-        return {
+        measured = {
             node: (self._class_type(node) if node != STORE_NODE else STORE_NODE, seconds)
             for node, seconds in self._measured.items()
         }
+        for node, seconds in self._tails.items():
+            measured[node + TAIL] = (self._class_type(node), seconds)
+        return measured
 
     def snapshot(self) -> dict[str, Any]:
         return {

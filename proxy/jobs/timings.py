@@ -27,6 +27,8 @@ log = logging.getLogger("proxy.timings")
 
 # The proxy's own last step (fetch and store the outputs), timed like a node.
 STORE_NODE = "@store"
+# `<node id>` + TAIL: a stepped node's time after its last step report.
+TAIL = "~tail"
 # Weight of a new measurement in the moving average (the first one is taken as it is).
 ALPHA = 0.5
 

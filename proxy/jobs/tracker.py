@@ -37,6 +37,13 @@ log = logging.getLogger("proxy.tracker")
 # (status changes are written at once).
 TICK_S = 0.25
 PROGRESS_PERSIST_S = 2.0
+# A learned run ticks about this many times over its expected length, within these bounds
+# (a 1 s job needs finer steps than a 16 s one to look smooth).
+# Each tick is an event to every live view (a socket write per client: most of the proxy's
+# CPU per job, see bench.cost), so a tick is shown only when the bar has moved TICK_POINTS.
+TICKS_PER_RUN = 40
+TICK_RANGE_S = (0.1, 0.5)
+TICK_POINTS = 0.5
 
 
 class Lost(Exception):
@@ -89,6 +96,7 @@ class JobTracker:
         self.graph: dict[str, Any] = {}
         self.progress: ProgressTracker | None = None
         self._last_persist = 0.0
+        self._shown = 0.0  # the progress last shown (published or written)
         self._success = False
         self._size = SizeClass.of(job.params)
 
@@ -210,7 +218,7 @@ class JobTracker:
     async def _follow(self, events: asyncio.Queue[ComfyEvent]) -> None:
         while True:
             try:
-                event = await asyncio.wait_for(events.get(), TICK_S)
+                event = await asyncio.wait_for(events.get(), self._tick_s())
             except TimeoutError:
                 now = time.monotonic()
                 if now - max(self._last_event, self._last_resync) < self.idle_resync_s:
@@ -229,14 +237,20 @@ class JobTracker:
             if await self._handle(event, events):
                 return
 
+    def _tick_s(self) -> float:
+        expected = self.progress.expected_s if self.progress is not None else None
+        if expected is None:
+            return TICK_S
+        low, high = TICK_RANGE_S
+        return min(max(expected / TICKS_PER_RUN, low), high)
+
     async def _tick(self) -> None:
         """Time passes in a node that reports nothing: show it."""
         assert self.progress is not None
         if self.job.status is not JobStatus.RUNNING:
             return
-        before = self.progress.snapshot()
         self.progress.tick()
-        if self.progress.snapshot() != before:
+        if self.progress.percent - self._shown >= TICK_POINTS:
             await self._write_progress()
 
     async def _check_stall(self) -> None:
@@ -338,6 +352,7 @@ class JobTracker:
         write is PROGRESS_PERSIST_S old (a restart resumes from there)."""
         assert self.progress is not None
         snap = self.progress.snapshot()
+        self._shown = self.progress.percent
         stage = snap["stage"]
         message = f"{stage.capitalize()}"
         if snap["step"] and snap["steps"]:
@@ -392,6 +407,9 @@ class JobTracker:
                 Outcome(JobStatus.FAILED, {"error": exc.message, "message": exc.message})
             )
             return
+        # Learned before the job reads completed, so what a client reads next includes it.
+        self.progress.stored()
+        await self._learn()
         try:
             done = await self._finish(
                 Outcome(
@@ -414,9 +432,6 @@ class JobTracker:
             raise
         if done is None:  # stopped meanwhile: keep nothing
             await self.outputs.delete([r.filename for r in records])
-            return
-        self.progress.stored()
-        await self._learn()
 
     async def _finish(self, outcome: Outcome, *, check_prompt: bool = True) -> Job | None:
         now = utcnow()

@@ -81,6 +81,8 @@ OWNED_BY_PARAM: dict[str, tuple[str, ...]] = {
     "upload_id": ("upload",),
     "filename": ("output", "final_output"),
     "video_id": ("job", "output", "final_output"),
+    # A callback delivery of A's job (its path also names the job).
+    "delivery_id": ("delivery",),
 }
 # Seed 003 calls a scene generation (a batch) its job.
 OWNED_BY_PATH: dict[str, tuple[str, ...]] = {
@@ -97,6 +99,7 @@ ADMIN_ONLY = {
     ("POST", "/api/model-files/{model_id}/download"),
     ("DELETE", "/api/model-files/downloads/{download_id}"),
     ("POST", "/api/v1/models/download"),
+    ("GET", "/api/webhooks/secret"),
 }
 
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options"}
@@ -242,6 +245,12 @@ class World:
             batch = await self.offline.services.batches.store.get_batch(batch_id)
             assert batch is not None and batch.final
             return str(batch.final["filename"])
+        if kind == "delivery":  # of A's job: a callback to a target that never answers
+            job_id = self.objects["job"]
+            hooks = self.offline.services.webhooks
+            await hooks.subscribe(job_id, closed_port_url(), None)  # the job has ended: sent
+            (delivery,) = await hooks.deliveries(job_id, limit=10, offset=0)
+            return delivery.id
         if kind == "upload":
             files = {"file": ("photo.png", png_bytes(), "image/png")}
             upload = await self.json_ok(
@@ -326,6 +335,7 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
                     world.objects[kind] = await world.make(kind)
                 world.objects["output"] = f"{world.objects['job']}.mp4"
                 world.objects["final_output"] = await world.make("final_output")
+                world.objects["delivery"] = await world.make("delivery")
                 # A prompt-tool session of A's, under a name B uses too.
                 llm.add(reply({"parameters": {"subject": SECRET, "style": "noir"}}))
                 await world.json_ok(
@@ -747,6 +757,7 @@ CREATES_NO_JOB = {
     "/api/model-files/{model_id}/download",
     "/api/v1/models/download",
     "/api/session",
+    "/api/jobs/{job_id}/webhooks/{delivery_id}/retry",
 }
 
 

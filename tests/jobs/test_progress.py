@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from proxy.jobs.progress import ProgressTracker
-from proxy.jobs.timings import STORE_NODE
+from proxy.jobs.timings import STORE_NODE, TAIL
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -209,7 +209,8 @@ def test_what_a_run_teaches(graph):
     tracker = ProgressTracker(graph, clock=clock)
     play(tracker, clock, GPU, cached=LOADERS)
     measured = tracker.measured()
-    assert set(measured) == set(ORDER) - set(LOADERS) | {STORE_NODE}  # cached: not timed
+    # Cached: not timed; the sampler's time after its last step is timed on its own.
+    assert set(measured) == set(ORDER) - set(LOADERS) | {STORE_NODE, SAMPLER + TAIL}
     assert measured["8"] == ("VAEDecode", pytest.approx(GPU["8"]))
     assert measured[SAMPLER][0] == "KSampler"
     assert measured[STORE_NODE][1] == pytest.approx(GPU[STORE_NODE])
@@ -250,3 +251,42 @@ def test_nodes_the_learned_run_did_not_time_are_costed_at_its_rate(graph):
     clock.now += 1.0
     cold.tick()
     assert 0 < cold.percent < 30 and cold.eta_s is not None
+
+
+def test_a_samplers_work_after_its_last_step_is_learned_and_shown_with_time(graph):
+    """A sampler that works on after its last step report (finishing its latent): once
+    learned, the steps fill only their part of the node and the rest follows the clock,
+    instead of the bar standing at the node's end while it finishes."""
+
+    def run(tracker: ProgressTracker, clock: Clock) -> list[tuple[float, float]]:
+        seen = []
+        start = clock.now
+        tracker.started()
+        tracker.cached([*LOADERS, "57", "58"])  # a graph of encode, sample, decode
+        for node in ("6", "7", "55"):
+            tracker.executing(node)
+            clock.now += 0.1
+        tracker.executing(SAMPLER)
+        for step in range(1, STEPS + 1):
+            clock.now += 0.1
+            tracker.progress(SAMPLER, step, STEPS)
+            seen.append((clock.now - start, tracker.percent))
+        for _ in range(4):  # 0.4 s of tail, no events
+            clock.now += 0.1
+            tracker.tick()
+            seen.append((clock.now - start, tracker.percent))
+        tracker.executing("8")
+        clock.now += 1.0
+        tracker.finished_running()
+        tracker.storing()
+        tracker.stored()
+        return [(t / (clock.now - start), p) for t, p in seen]
+
+    clock = Clock()
+    first = ProgressTracker(graph, clock=clock)
+    run(first, clock)
+    learned = {n: s for n, (_, s) in first.measured().items()}
+    assert learned[SAMPLER + TAIL] == pytest.approx(0.4)
+    clock = Clock()
+    seen = run(ProgressTracker(graph, expected=learned, clock=clock), clock)
+    assert max(abs(p - 100 * share) for share, p in seen) < 3

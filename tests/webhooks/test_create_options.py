@@ -1,0 +1,66 @@
+"""`webhook_url` on a create call (native and the FastWAN seed): checked before any job
+exists, then that job's events are delivered there, signed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import httpx
+
+from proxy.settings import Settings
+from tests.support import follow_job, proxy_server
+from tests.webhooks.conftest import SECRET, SMALL, WAIT_S, Receiver
+
+FASTWAN_SMALL = {"width": 64, "height": 64, "length": 9, "steps": 4}
+
+
+async def test_a_create_call_with_a_webhook_url_gets_its_callbacks(
+    make_settings: Callable[..., Settings], receiver: Receiver
+) -> None:
+    async with proxy_server(make_settings(webhook_secret=SECRET)) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            native = await client.post(
+                "/api/jobs",
+                json={
+                    "prompt": "call me",
+                    **SMALL,
+                    "webhook_url": f"{receiver.url}/n8n/resume",
+                    "webhook_events": ["job.started"],
+                },
+            )
+            assert native.status_code == 201, native.text
+            assert "webhook_url" not in native.json()["params"]  # not a workflow parameter
+            fastwan = await client.post(
+                "/generate",
+                json={"prompt": "me too", **FASTWAN_SMALL, "webhook_url": f"{receiver.url}/z"},
+            )
+            assert fastwan.status_code == 200, fastwan.text
+            for job_id in (native.json()["id"], fastwan.json()["job_id"]):
+                await follow_job(client, job_id, {"completed", "failed"}, WAIT_S)
+
+            [done_native] = await receiver.wait_for(
+                1, lambda r: r.path == "/n8n/resume" and r.payload["type"] == "job.completed"
+            )
+            assert done_native.verified(SECRET)["data"]["id"] == native.json()["id"]
+            assert receiver.of_type("job.started")  # asked for on the native call
+            [done_fastwan] = await receiver.wait_for(1, lambda r: r.path == "/z")
+            payload = done_fastwan.verified(SECRET)
+            assert payload["type"] == "job.completed"
+            assert payload["data"]["id"] == fastwan.json()["job_id"]
+
+
+async def test_a_bad_webhook_is_refused_before_any_job(
+    make_settings: Callable[..., Settings],
+) -> None:
+    async with proxy_server(make_settings(webhook_secret=SECRET)) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            for body, field in (
+                ({"webhook_url": "ftp://example.com/x"}, "webhook_url"),
+                ({"webhook_url": "http://example.com/x", "webhook_events": ["job.lunch"]},
+                 "webhook_events"),
+                ({"webhook_events": ["job.started"]}, "webhook_events"),
+            ):  # fmt: skip
+                answer = await client.post("/generate", json={"prompt": "x", **body})
+                assert answer.status_code == 422, answer.text
+                assert answer.json()["field"] == field
+            assert (await client.get("/api/jobs")).json()["total"] == 0
