@@ -20,12 +20,14 @@ from sqlalchemy.exc import SQLAlchemyError
 from proxy import __version__
 from proxy.api import build_router
 from proxy.api.errors import install_error_handlers
+from proxy.api.idempotency import Idempotency
 from proxy.api.limits import BodyLimit
 from proxy.api.native import job_view
 from proxy.auth import Auth, session_secret
 from proxy.batches import BatchService, BatchStore
 from proxy.comfy import SocketState
 from proxy.db import Database
+from proxy.idempotency import IdempotencyStore
 from proxy.jobs.backends import Backend, BackendPool
 from proxy.jobs.bus import EventBus
 from proxy.jobs.cleanup import ComfyCleanup, ComfyFolders, Retention
@@ -213,6 +215,7 @@ async def _start(
         dispatcher=dispatcher,
         jobs=jobs,
         timings=timings,
+        idempotency=IdempotencyStore(db),
         outputs=outputs,
         inputs=inputs,
         batches=batches,
@@ -254,6 +257,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url=None,
     )
     install_error_handlers(app, on_database_error=lambda: metrics.database_error("api"))
+    app.add_middleware(Idempotency)  # inside the body limit: it reads bounded bodies
     app.add_middleware(BodyLimit, max_bytes=settings.max_json_bytes)
     app.add_middleware(HttpMetrics, metrics=metrics)
     app.include_router(build_router(registry, settings))

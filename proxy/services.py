@@ -11,6 +11,7 @@ from starlette.requests import HTTPConnection
 from proxy.auth import Auth
 from proxy.batches import BatchService
 from proxy.db import Database
+from proxy.idempotency import IdempotencyStore
 from proxy.jobs.backends import BackendPool
 from proxy.jobs.bus import EventBus
 from proxy.jobs.cleanup import ComfyCleanup, Retention
@@ -39,6 +40,8 @@ class Services:
     dispatcher: Dispatcher
     jobs: JobService
     timings: TimingStore
+    # Answers kept for Idempotency-Key retries (proxy.api.idempotency).
+    idempotency: IdempotencyStore
     outputs: OutputStore
     inputs: InputStore
     batches: BatchService

@@ -59,6 +59,7 @@ TABLE_MODULES = (
     "proxy.modelfiles.store",
     "proxy.media.inputs",
     "proxy.jobs.timings",
+    "proxy.idempotency",
     "proxy.webhooks.store",
 )
 for _module in TABLE_MODULES:
