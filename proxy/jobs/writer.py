@@ -83,6 +83,11 @@ class JobWriter:
         expect_prompt_id: str | None = None,
         **fields: Any,
     ) -> Job | None:
+        if fields.get("status", JobStatus.RUNNING) is not JobStatus.RUNNING:
+            # Leaving running: no progress may be shown while this write is under way (it
+            # would carry a later time than the write's and hide it from every live view).
+            # If the write does not take, the next progress write marks it running again.
+            self.running.discard(job_id)
         job = await self.store.update(
             job_id, expect=expect, expect_prompt_id=expect_prompt_id, **fields
         )

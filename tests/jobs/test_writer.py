@@ -1,6 +1,8 @@
 """Live progress: shown at once, written now and then, never shown for a job that is no
 longer running, and written on the way out."""
 
+import asyncio
+
 from proxy.db import Database
 from proxy.jobs.bus import PROGRESS, EventBus
 from proxy.jobs.models import JobStatus
@@ -52,5 +54,29 @@ async def test_a_stopping_proxy_writes_what_it_showed(tmp_path):
         assert stored is not None
         assert (stored.progress, stored.stage, stored.eta_s) == (61.5, "decoding", 3.0)
         assert writer.live == {}
+    finally:
+        await db.close()
+
+
+async def test_no_progress_is_shown_while_a_stop_is_being_written(tmp_path):
+    """A progress event published during the stop's write would be newer than the stop
+    and hide it from every live view (the UI would show the job running for ever)."""
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}")
+    await db.migrate()
+    try:
+        bus = EventBus()
+        writer = JobWriter(JobStore(db), bus)
+        job = await writer.create(make_job())
+        running = await writer.update(job.id, status=JobStatus.RUNNING)
+        assert running is not None
+        async with bus.subscribe() as events:
+            stopping = asyncio.create_task(writer.update(job.id, status=JobStatus.CANCELLED))
+            await asyncio.sleep(0)  # one loop turn: the stop's write has begun, not ended
+            assert writer.progress(running, progress=70.0) is running  # not shown
+            stopped = await stopping
+            kinds = []
+            while not events.empty():
+                kinds.append(events.get_nowait().kind)
+            assert kinds == ["updated"] and stopped is not None
     finally:
         await db.close()
