@@ -17,6 +17,7 @@ from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from proxy.api.auth import Caller
+from proxy.api.callbacks import CALLBACK_FIELDS, CALLBACK_KEYS, with_callback
 from proxy.api.deps import BatchesDep, ServicesDep, job_limit, serve_file
 from proxy.api.surface import Surface
 from proxy.api.waiting import created_answer, requested_wait, status_answer
@@ -223,6 +224,7 @@ def build(registry: WorkflowRegistry, default_workflow: str, max_batch_size: int
         flow,
         "SingleInference",
         doc="One video: its prompt and any workflow parameter (omitted: the defaults).",
+        fields=CALLBACK_FIELDS,
     )
     batch_inference_body: type[BaseModel] = SURFACE.model(
         flow,
@@ -248,8 +250,13 @@ def build(registry: WorkflowRegistry, default_workflow: str, max_batch_size: int
         websocket. `Prefer: wait=N` (or `?wait=N`): its status once done (200) or after N s
         (202)."""
         requested_wait(request, services.settings.max_wait_s)
-        job = await SURFACE.create_job(
-            services.jobs, flow.name, SURFACE.values(body), caller, max_active=job_limit(services)
+        values = SURFACE.values(body, skip=CALLBACK_KEYS)
+        job = await with_callback(
+            services,
+            body,
+            lambda: SURFACE.create_job(
+                services.jobs, flow.name, values, caller, max_active=job_limit(services)
+            ),
         )
         answer = {
             "job_id": job.id,

@@ -34,6 +34,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from proxy import __version__
 from proxy.api.auth import Admin, Caller
+from proxy.api.callbacks import CALLBACK_FIELDS, CALLBACK_KEYS, with_callback
 from proxy.api.deps import (
     DownloadsDep,
     PresenceDep,
@@ -159,7 +160,7 @@ def regime_notes(flow: Workflow, values: dict[str, Any]) -> list[str]:
 
 def seed_values(body: BaseModel) -> dict[str, Any]:
     """The request in the workflow's names; the seed's -1 seed means "draw one"."""
-    values = SURFACE.values(body, skip=("num_frames",))
+    values = SURFACE.values(body, skip=("num_frames", *CALLBACK_KEYS))
     if values.get("seed") == -1:
         del values["seed"]
     return values
@@ -239,6 +240,7 @@ def build(registry: WorkflowRegistry) -> APIRouter:
         fields={
             "seed": SEED_FIELD,
             "num_frames": (int, Field(SEED_FRAMES, ge=1, le=128, description=frames_text)),
+            **CALLBACK_FIELDS,
         },
         defaults=SEED_DEFAULTS,
     )
@@ -337,13 +339,17 @@ def build(registry: WorkflowRegistry) -> APIRouter:
         values = seed_values(data)
         requested: int = getattr(data, "num_frames")  # noqa: B009 (a derived model's field)
         values["length"] = frames_4k1(requested)
-        job = await SURFACE.create_job(
-            services.jobs,
-            t2v.name,
-            values,
-            caller,
-            max_active=services.settings.max_active_jobs_per_client,
-            request=data.model_dump(exclude_unset=True),
+        job = await with_callback(
+            services,
+            data,
+            lambda: SURFACE.create_job(
+                services.jobs,
+                t2v.name,
+                values,
+                caller,
+                max_active=services.settings.max_active_jobs_per_client,
+                request=data.model_dump(exclude_unset=True),
+            ),
         )
         notes = _frames_note(requested, values["length"]) + regime_notes(t2v, values)
         return await _answer(request, services, job, notes)

@@ -113,8 +113,20 @@ class JobStore:
         self.db = db
         self._cache: OrderedDict[str, Job] = OrderedDict()
         self._cache_size = cache_size
+        # Counts writes: a read that a write overtook may hold the older row, and is not
+        # kept (the write has put the newer one in place).
+        self._writes = 0
+
+    def _forget(self, job_id: str) -> None:
+        self._writes += 1
+        self._cache.pop(job_id, None)
 
     def _keep(self, job: Job) -> Job:
+        """Remember what was just written."""
+        self._writes += 1
+        return self._remember(job)
+
+    def _remember(self, job: Job) -> Job:
         self._cache[job.id] = job
         self._cache.move_to_end(job.id)
         while len(self._cache) > self._cache_size:
@@ -131,15 +143,22 @@ class JobStore:
         if jobs:
             async with self.db.transaction() as conn:
                 await conn.execute(insert(jobs_table), [_to_row(job) for job in jobs])
+            self._writes += 1
 
     async def get(self, job_id: str) -> Job | None:
         kept = self._cache.get(job_id)
         if kept is not None:
             self._cache.move_to_end(job_id)
             return kept
+        writes = self._writes
         async with self.db.engine.connect() as conn:
             row = (await conn.execute(select(jobs_table).where(jobs_table.c.id == job_id))).first()
-        return self._keep(_from_row(row)) if row else None
+        if row is None:
+            return None
+        job = _from_row(row)
+        # Kept only when nothing was written meanwhile: a write that overtook this read has
+        # put the newer row in place, and this one may be older.
+        return self._remember(job) if writes == self._writes else job
 
     async def update(
         self,
@@ -168,14 +187,15 @@ class JobStore:
                 return None
             row = (await conn.execute(select(jobs_table).where(jobs_table.c.id == job_id))).first()
         if row is None:
-            self._cache.pop(job_id, None)
+            self._forget(job_id)
             return None
         return self._keep(_from_row(row))
 
     async def delete(self, job_id: str) -> bool:
-        self._cache.pop(job_id, None)
+        self._forget(job_id)
         async with self.db.transaction() as conn:
             result = await conn.execute(delete(jobs_table).where(jobs_table.c.id == job_id))
+        self._forget(job_id)  # a read that overtook the delete is not kept either
         return result.rowcount > 0
 
     async def finished_before(self, cutoff: datetime, *, limit: int) -> list[Job]:
@@ -261,7 +281,7 @@ class JobStore:
             )
         if not result.rowcount:
             return None
-        self._cache.pop(job_id, None)  # changed: read it again
+        self._forget(job_id)  # changed: read it again
         return await self.get(job_id)
 
     async def claim_next(self, backend: str) -> Job | None:

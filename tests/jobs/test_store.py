@@ -3,6 +3,7 @@
 import asyncio
 import uuid
 from datetime import timedelta
+from types import SimpleNamespace
 
 from proxy.db import Database
 from proxy.jobs.models import Attempt, Job, JobStatus, OutputRecord
@@ -126,5 +127,51 @@ async def test_recent_jobs_are_served_from_memory_and_stay_what_the_database_hol
 
         assert await store.delete(jobs[0].id)
         assert await store.get(jobs[0].id) is None
+    finally:
+        await db.close()
+
+
+async def test_a_read_overtaken_by_a_write_does_not_leave_the_older_row_in_memory(tmp_path):
+    """A status read that started before a stop was written and ends after it must not put
+    the running row back in memory (every later read would show the job running)."""
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}")
+    await db.migrate()
+    try:
+        store = JobStore(db)
+        job = make_job()
+        await store.insert(job)
+        store._cache.clear()  # a job not read since the proxy started
+        read, release = asyncio.Event(), asyncio.Event()
+        real_connect = db.engine.connect
+
+        class Gated:
+            def __init__(self) -> None:
+                self.inner = real_connect()
+
+            async def __aenter__(self):
+                conn = await self.inner.__aenter__()
+                outer = self
+
+                class Conn:
+                    async def execute(self, query):
+                        result = await conn.execute(query)
+                        read.set()
+                        await release.wait()
+                        return result
+
+                outer.conn = Conn()
+                return outer.conn
+
+            async def __aexit__(self, *exc):
+                return await self.inner.__aexit__(*exc)
+
+        store.db = SimpleNamespace(engine=SimpleNamespace(connect=Gated))  # type: ignore[assignment]
+        slow = asyncio.create_task(store.get(job.id))  # reads, then pauses
+        await asyncio.wait_for(read.wait(), 10)
+        store.db = db
+        stopped = await store.update(job.id, status=JobStatus.CANCELLED)
+        release.set()
+        assert (await asyncio.wait_for(slow, 10)).status is JobStatus.QUEUED  # it read then
+        assert stopped is not None and (await store.get(job.id)).status is JobStatus.CANCELLED
     finally:
         await db.close()

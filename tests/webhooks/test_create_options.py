@@ -64,3 +64,23 @@ async def test_a_bad_webhook_is_refused_before_any_job(
                 assert answer.status_code == 422, answer.text
                 assert answer.json()["field"] == field
             assert (await client.get("/api/jobs")).json()["total"] == 0
+
+
+async def test_the_other_seeds_take_a_webhook_url_too(
+    make_settings: Callable[..., Settings], receiver: Receiver
+) -> None:
+    async with proxy_server(make_settings(webhook_secret=SECRET)) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            wan = await client.post(
+                "/api/v1/generate/text-to-video",
+                json={"prompt": "wan", "width": 64, "height": 64, "num_frames": 9,
+                      "webhook_url": f"{receiver.url}/wan"},
+            )  # fmt: skip
+            portal = await client.post(
+                "/api/video/single_inference",
+                json={"prompt": "portal", **FASTWAN_SMALL, "webhook_url": f"{receiver.url}/p"},
+            )
+            assert wan.status_code == 200 and portal.status_code == 200, (wan.text, portal.text)
+            for path, job_id in (("/wan", wan.json()["job_id"]), ("/p", portal.json()["job_id"])):
+                [hook] = await receiver.wait_for(1, lambda r, path=path: r.path == path)
+                assert hook.verified(SECRET)["data"]["id"] == job_id
