@@ -22,7 +22,7 @@ from proxy.api import build_router
 from proxy.api.errors import install_error_handlers
 from proxy.api.idempotency import Idempotency
 from proxy.api.limits import BodyLimit
-from proxy.api.native import job_view
+from proxy.api.native import callback_view
 from proxy.auth import Auth, session_secret
 from proxy.batches import BatchService, BatchStore
 from proxy.comfy import SocketState
@@ -153,7 +153,9 @@ async def _start(
     stack.push_async_callback(cleanup.close)
     # Job callbacks: subscribed to the bus and observing the writer before the dispatcher's
     # start publishes any job event; closed after the dispatcher (what it ends is enqueued).
-    webhooks = WebhookService(settings=settings, db=db, jobs=store, bus=bus, render=job_view)
+    webhooks = WebhookService(
+        settings=settings, db=db, jobs=store, bus=bus, render=callback_view(settings.public_url)
+    )
     stack.push_async_callback(webhooks.close)  # first: it also undoes a start that failed
     await webhooks.start()
     writer.observers.append(webhooks)

@@ -17,6 +17,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_origin
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 from pydantic_settings import (
@@ -160,6 +161,10 @@ class Settings(BaseSettings):
     session_secret: str | None = None
     session_ttl_s: float = 7 * 24 * 3600
 
+    # The proxy's public address (`https://videos.example.com`): callback payloads carry
+    # absolute URLs under it (unset: relative ones, as the API's answers).
+    public_url: Annotated[str | None, WhenUnset("callback URLs are relative")] = None
+
     # Job callbacks (proxy.webhooks): signed POSTs from a durable outbox, retried with backoff.
     # Every job's events also go to WEBHOOK_URL (completed, failed, cancelled, and the extra
     # WEBHOOK_EVENTS); a create call may name a `webhook_url` of its own.
@@ -213,6 +218,16 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_slash(cls, value: list[str]) -> list[str]:
         return [url.rstrip("/") for url in value]
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"PUBLIC_URL must be an http(s) address, got {value!r}")
+        return value.strip().rstrip("/")
 
     @property
     def outputs_path(self) -> Path:

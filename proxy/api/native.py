@@ -7,6 +7,7 @@ as text parts, `params` as a JSON string, the files under their parameter names:
 """
 
 import json
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -98,6 +99,21 @@ def job_view(job: Job) -> dict[str, Any]:
     data["video_url"] = f"/api/jobs/{job.id}/video" if job.finished_video else None
     data.pop("inputs", None)
     return data
+
+
+def callback_view(public_url: str | None) -> Callable[[Job], dict[str, Any]]:
+    """`job_view` for callback payloads: with PUBLIC_URL, its URLs absolute under it (a
+    receiver has no request to resolve a relative one against)."""
+    if public_url is None:
+        return job_view
+
+    def view(job: Job) -> dict[str, Any]:
+        data = job_view(job)
+        if data.get("video_url"):
+            data["video_url"] = public_url + data["video_url"]
+        return data
+
+    return view
 
 
 def parse_statuses(status: str | None) -> list[JobStatus] | None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import httpx
+import pytest
+from pydantic import ValidationError
 
 from proxy.settings import Settings
 from tests.support import follow_job, proxy_server
@@ -84,3 +86,24 @@ async def test_the_other_seeds_take_a_webhook_url_too(
             for path, job_id in (("/wan", wan.json()["job_id"]), ("/p", portal.json()["job_id"])):
                 [hook] = await receiver.wait_for(1, lambda r, path=path: r.path == path)
                 assert hook.verified(SECRET)["data"]["id"] == job_id
+
+
+async def test_with_a_public_url_the_callback_carries_an_absolute_video_url(
+    make_settings: Callable[..., Settings], receiver: Receiver
+) -> None:
+    settings = make_settings(webhook_secret=SECRET, public_url="https://videos.example.com/")
+    async with proxy_server(settings) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            made = await client.post(
+                "/api/jobs",
+                json={"prompt": "far away", **SMALL, "webhook_url": f"{receiver.url}/abs"},
+            )
+            job_id = made.json()["id"]
+            [hook] = await receiver.wait_for(1, lambda r: r.path == "/abs")
+    data = hook.verified(SECRET)["data"]
+    assert data["video_url"] == f"https://videos.example.com/api/jobs/{job_id}/video"
+
+
+def test_a_public_url_that_is_not_an_address_is_refused() -> None:
+    with pytest.raises(ValidationError, match="PUBLIC_URL"):
+        Settings(public_url="videos.example.com")
