@@ -16,22 +16,21 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy.api.auth import SESSION_COOKIE
+from proxy.api.errors import error_body
 from proxy.idempotency import MAX_KEY_LENGTH, IdempotencyStore
 
 HEADER = "idempotency-key"
 
 
 def _problem(status: int, field: str, message: str) -> Response:
-    body = {"error": message, "detail": message, "field": field}
-    return Response(json.dumps(body), status_code=status, media_type="application/json")
+    return JSONResponse(error_body(message, field=field), status_code=status)
 
 
 def _scope_of(request: Request) -> str:
