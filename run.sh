@@ -48,7 +48,8 @@ case "${1:-}" in
         ;;
     ""|up|serve)
         [ $# -gt 0 ] && shift
-        setup ""
+        # [standin]: the graph editor the stand-in serves when no ComfyUI is found.
+        setup standin
         exec .venv/bin/python -m proxy up "$@"
         ;;
     *)

@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, ImageOps, ImageSequence
 from PIL.PngImagePlugin import PngInfo
 
+from . import apiinputs
 from . import frames as fr
 from .paths import DataDirs
 from .values import (
@@ -316,6 +317,35 @@ def empty_image(
     return NodeResult((out,))
 
 
+# --- our API input nodes (custom_nodes/api_inputs) --------------------------------------------
+
+
+def api_input_image(
+    ctx: NodeContext, /, *, name: str, image: str, description: str = ""
+) -> NodeResult:
+    return load_image(ctx, image=image)
+
+
+def api_input_video(
+    ctx: NodeContext, /, *, name: str, file: str, description: str = ""
+) -> NodeResult:
+    return load_video(ctx, file=file)
+
+
+def _package_node(class_type: str) -> Callable[..., NodeResult]:
+    """A node the package runs itself (its values only pass through or are checked)."""
+
+    def node(ctx: NodeContext, /, **inputs: Any) -> NodeResult:
+        return NodeResult(apiinputs.run(class_type, inputs))
+
+    return node
+
+
+def _api_input_nodes() -> dict[str, Callable[..., NodeResult]]:
+    files = {"ApiInputImage": api_input_image, "ApiInputVideo": api_input_video}
+    return {name: files.get(name) or _package_node(name) for name in apiinputs.classes()}
+
+
 NODES: dict[str, Callable[..., NodeResult]] = {
     "UNETLoader": unet_loader,
     "CLIPLoader": clip_loader,
@@ -336,14 +366,16 @@ NODES: dict[str, Callable[..., NodeResult]] = {
     "ImageScale": image_scale,
     "ImageFromBatch": image_from_batch,
     "EmptyImage": empty_image,
+    **_api_input_nodes(),
 }
 
 
 def fingerprint(dirs: DataDirs, class_type: str, inputs: dict[str, Any]) -> Any:
-    """ComfyUI's IS_CHANGED: file content for LoadImage, modification time for LoadVideo."""
-    if class_type == "LoadImage":
+    """ComfyUI's IS_CHANGED: file content for LoadImage, modification time for LoadVideo (our
+    ApiInputImage and ApiInputVideo use theirs)."""
+    if class_type in ("LoadImage", "ApiInputImage"):
         with open(dirs.annotated_path(inputs["image"]), "rb") as f:
             return hashlib.sha256(f.read()).hexdigest()
-    if class_type == "LoadVideo":
+    if class_type in ("LoadVideo", "ApiInputVideo"):
         return os.path.getmtime(dirs.annotated_path(inputs["file"]))
     return None

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from .paths import MODEL_FOLDERS
+from .editor_nodes import editor_only_info
+from .paths import MODEL_FOLDERS, PT_EXTENSIONS
 from .validation import validate_prompt
 
 if TYPE_CHECKING:
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
 COMFYUI_VERSION = "0.3.64"
 FRONTEND_VERSION = "1.27.10"
 DEVICE_NAME = "standin (no GPU)"
+# Folders that ComfyUI's /experiment/models leaves out.
+_EXPERIMENT_HIDDEN = frozenset({"configs", "custom_nodes"})
 
 
 def core_routes(server: StandinServer) -> list[tuple[str, str, Any]]:
@@ -129,14 +132,22 @@ def core_routes(server: StandinServer) -> list[tuple[str, str, Any]]:
             queue.set_flag("free_memory", free_memory)
         return web.Response(status=200)
 
+    def all_info() -> dict[str, Any]:
+        # The classes the stand-in runs, then those the graph editor needs to load at all.
+        return {
+            **server.schemas.all_info(),
+            **editor_only_info(server.dirs, server.schemas),
+        }
+
     async def object_info(request: web.Request) -> web.Response:
-        return web.json_response(server.schemas.all_info())
+        return web.json_response(await asyncio.to_thread(all_info))
 
     async def object_info_node(request: web.Request) -> web.Response:
         name = request.match_info["node_class"]
-        if name not in server.schemas:
-            return web.json_response({})
-        return web.json_response({name: server.schemas.info(name)})
+        if name in server.schemas:
+            return web.json_response({name: server.schemas.info(name)})
+        extra = await asyncio.to_thread(editor_only_info, server.dirs, server.schemas)
+        return web.json_response({name: extra[name]} if name in extra else {})
 
     async def system_stats(request: web.Request) -> web.Response:
         return web.json_response(_system_stats())
@@ -158,7 +169,25 @@ def core_routes(server: StandinServer) -> list[tuple[str, str, Any]]:
         return web.json_response([os.path.splitext(name)[0] for name in names])
 
     async def extensions(request: web.Request) -> web.Response:
+        # ComfyUI also lists the editor's own scripts (extensions/core/*.js), which the editor
+        # skips; no custom node here has any, so the list is empty either way.
         return web.json_response([])
+
+    async def experiment_model_folders(request: web.Request) -> web.Response:
+        root = server.dirs.root
+        return web.json_response(
+            [
+                {"name": name, "folders": [os.path.join(root, rel) for rel in dirs]}
+                for name, (dirs, _) in MODEL_FOLDERS.items()
+                if name not in _EXPERIMENT_HIDDEN
+            ]
+        )
+
+    async def experiment_models(request: web.Request) -> web.Response:
+        folder = request.match_info["folder"]
+        if folder not in MODEL_FOLDERS:
+            return web.Response(status=404)
+        return web.json_response(await asyncio.to_thread(_model_file_infos, server, folder))
 
     return [
         ("POST", "/prompt", post_prompt),
@@ -178,7 +207,39 @@ def core_routes(server: StandinServer) -> list[tuple[str, str, Any]]:
         ("GET", "/models/{folder}", get_models),
         ("GET", "/embeddings", embeddings),
         ("GET", "/extensions", extensions),
+        ("GET", "/experiment/models", experiment_model_folders),
+        ("GET", "/experiment/models/{folder}", experiment_models),
     ]
+
+
+def _model_file_infos(server: StandinServer, folder: str) -> list[dict[str, Any]]:
+    """``/experiment/models/{folder}``: each model file with the index of its directory."""
+    dirs = MODEL_FOLDERS[folder][0]
+    infos: list[dict[str, Any]] = []
+    for index, rel in enumerate(dirs):
+        base = os.path.join(server.dirs.root, rel)
+        if not os.path.isdir(base):
+            continue
+        for dirpath, dirnames, filenames in os.walk(base, followlinks=True):
+            dirnames[:] = sorted(d for d in dirnames if d != ".git" and not d.startswith("."))
+            for name in sorted(filenames):
+                if name.startswith("."):
+                    continue
+                # ComfyUI filters every folder by the model extensions here, even configs/.
+                if os.path.splitext(name)[1].lower() not in PT_EXTENSIONS:
+                    continue
+                full_path = os.path.join(dirpath, name)
+                stat = os.stat(full_path)
+                infos.append(
+                    {
+                        "name": os.path.relpath(full_path, base),
+                        "pathIndex": index,
+                        "modified": stat.st_mtime,
+                        "created": stat.st_ctime,
+                        "size": stat.st_size,
+                    }
+                )
+    return infos
 
 
 def _memory_bytes() -> tuple[int, int]:
@@ -203,7 +264,9 @@ def _system_stats() -> dict[str, Any]:
             "python_version": sys.version,
             "pytorch_version": "none (ComfyUI stand-in, synthetic test-pattern videos)",
             "embedded_python": False,
-            "argv": sys.argv,
+            # --disable-api-nodes is true of the stand-in (it has no API nodes), and it keeps the
+            # editor from asking api.comfy.org for release notes.
+            "argv": [*sys.argv, "--disable-api-nodes"],
         },
         "devices": [
             {

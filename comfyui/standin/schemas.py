@@ -3,7 +3,8 @@
 ``schemas.json`` holds the schemas of the node classes the stand-in implements, as the real
 ComfyUI 0.3.64 reports them. The combo lists that depend on files (model loaders, LoadImage,
 LoadVideo) are empty there and filled here at every request, so a missing model file fails
-validation exactly as it does in ComfyUI.
+validation exactly as it does in ComfyUI. Our own API input nodes (``custom_nodes/api_inputs``)
+are added from the package itself (``apiinputs``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
+from . import apiinputs
 from .paths import DataDirs
 
 # Classes written against ComfyUI's V3 node API: their combos are declared as "COMBO" and are
@@ -32,6 +34,10 @@ _DYNAMIC_COMBOS: dict[tuple[str, str], _FileLister] = {
     ("LoraLoaderModelOnly", "lora_name"): lambda d: d.filename_list("loras"),
     ("LoadImage", "image"): lambda d: d.input_files("image"),
     ("LoadVideo", "file"): lambda d: d.input_files("video"),
+    **{
+        (class_type, input_name): (lambda d, kind=kind: d.input_files(kind))
+        for class_type, (input_name, kind) in apiinputs.FILE_INPUTS.items()
+    },
 }
 
 
@@ -46,7 +52,8 @@ class Schemas:
 
     def __init__(self, dirs: DataDirs) -> None:
         self._dirs = dirs
-        self._static = load_static_schemas()
+        self._static = {**load_static_schemas(), **apiinputs.object_info()}
+        self._custom = frozenset(apiinputs.object_info())
 
     def __contains__(self, class_type: object) -> bool:
         return class_type in self._static
@@ -77,7 +84,10 @@ class Schemas:
     def is_v3(self, class_type: str) -> bool:
         return class_type in V3_CLASSES
 
-    def return_types(self, class_type: str) -> tuple[str, ...]:
+    def return_types(self, class_type: str) -> tuple[Any, ...]:
+        if class_type in self._custom:
+            # The Python objects, not their JSON: a type may compare equal to a combo.
+            return apiinputs.return_types(class_type)
         return tuple(self._static[class_type]["output"])
 
     def hidden_inputs(self, class_type: str) -> dict[str, str]:

@@ -24,12 +24,22 @@ from aiohttp import WSMsgType, web
 from .executor import Executor
 from .faults import Faults, control_routes, http_fault_middleware
 from .files import file_routes
+from .frontend import (
+    PACKAGE_VERSION,
+    add_static,
+    cache_control_middleware,
+    find_web_root,
+    frontend_routes,
+    internal_routes,
+    templates_index,
+)
 from .hub import Connection, Hub
 from .paths import DataDirs, write_placeholder_models
 from .promptqueue import PromptQueue
 from .routes import core_routes
 from .schemas import Schemas
 from .timing import get_profile
+from .userdata import UserStore, user_routes
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +98,11 @@ class StandinServer:
         # The /prompt number counter; like ComfyUI it starts at 0 on every (re)start.
         self.number = 0
         self.url = ""
+        # The graph editor's files (comfyui-frontend-package), or None when not installed.
+        self.web_root = find_web_root()
+        # The editor's user folder, <data_dir>/user/default (workflows, settings).
+        self.users = UserStore(os.path.join(self.dirs.root, "user"))
+        self.users.seed()
 
     def queue_info(self) -> dict[str, Any]:
         return {"exec_info": {"queue_remaining": self.queue.remaining()}}
@@ -219,15 +234,27 @@ async def origin_only_middleware(
 def build_app(server: StandinServer) -> web.Application:
     app = web.Application(
         client_max_size=int(server.config.max_upload_mb * 1024 * 1024),
-        middlewares=[origin_only_middleware, http_fault_middleware(server.faults)],
+        middlewares=[
+            cache_control_middleware,
+            origin_only_middleware,
+            http_fault_middleware(server.faults),
+        ],
     )
-    faithful = [*core_routes(server), *file_routes(server), ("GET", "/ws", server.websocket)]
+    faithful = [
+        *core_routes(server),
+        *file_routes(server),
+        *user_routes(server, server.users),
+        *frontend_routes(server, server.web_root),
+        ("GET", "/ws", server.websocket),
+    ]
     for method, path, handler in faithful:
         for prefix in ("", "/api"):
             _add(app, method, prefix + path, handler)
-    for method, path, handler in control_routes(server):
+    for method, path, handler in [*internal_routes(server), *control_routes(server)]:
         _add(app, method, path, handler)
-    _add(app, "GET", "/", _index)
+    _add(app, "GET", "/templates/index.json", templates_index)
+    # Last: the editor's files are matched only after every route.
+    add_static(app, server.web_root)
 
     async def on_shutdown(app: web.Application) -> None:
         await server.hub.drop_all(mode="close")
@@ -241,10 +268,6 @@ def _add(app: web.Application, method: str, path: str, handler: Any) -> None:
         app.router.add_get(path, handler)
     else:
         app.router.add_route(method, path, handler)
-
-
-async def _index(request: web.Request) -> web.Response:
-    return web.Response(text="ComfyUI stand-in (synthetic test-pattern videos, not ComfyUI)\n")
 
 
 # --- lifecycle ------------------------------------------------------------------------------
@@ -322,4 +345,12 @@ async def start_standin(
     server.start()
     handle = StandinHandle(server, runner, host, bound_port)
     server.url = handle.url
+    if server.web_root is not None:
+        log.info("ComfyUI graph editor (frontend %s): %s/", PACKAGE_VERSION, handle.url)
+    else:
+        log.warning(
+            "no graph editor at %s/: comfyui-frontend-package is not installed "
+            '(pip install -e ".[standin]")',
+            handle.url,
+        )
     return handle

@@ -226,6 +226,14 @@ FASTWAN_H200 = Profile(
             "SaveImage": NodeCost(H200_SAVE_IMAGE_FIXED_S, H200_SAVE_IMAGE_S),
             "LoadImage": NodeCost(fixed_s=H200_LOAD_FILE_S),
             "LoadVideo": NodeCost(fixed_s=H200_LOAD_VIDEO_S),
+            # Our parameter nodes (custom_nodes/api_inputs): values pass through; the file
+            # ones load as LoadImage / LoadVideo do.
+            "ApiInputImage": NodeCost(fixed_s=H200_LOAD_FILE_S),
+            "ApiInputVideo": NodeCost(fixed_s=H200_LOAD_VIDEO_S),
+            **{
+                f"ApiInput{kind}": NodeCost()
+                for kind in ("Text", "Int", "Float", "Bool", "Seed", "Choice")
+            },
             "GetVideoComponents": NodeCost(H200_DECODE_VIDEO_FIXED_S, H200_DECODE_VIDEO_S),
             "ImageScale": NodeCost(H200_SCALE_FIXED_S, H200_SCALE_S),
             "ImageFromBatch": NodeCost(fixed_s=H200_PATCH_S),

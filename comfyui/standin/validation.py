@@ -6,7 +6,8 @@ looked at. Widget values are coerced in place (``8`` -> ``8.0`` for a FLOAT), so
 that gets queued and stored in history is the coerced one, as in ComfyUI.
 
 Only V1 nodes have their combo values checked; V3 nodes declare combos as ``"COMBO"``. A node's
-custom validator (LoadImage, LoadVideo) replaces the min/max/combo checks of its inputs.
+custom validator (LoadImage, LoadVideo, our API input nodes) replaces the min/max/combo checks
+of its inputs.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import apiinputs
 from .paths import DataDirs
 from .schemas import Schemas, input_spec
 
@@ -61,19 +63,40 @@ def _custom_validators(dirs: DataDirs) -> dict[str, _CustomValidator]:
     def load_video(file: str) -> bool | str:
         return True if dirs.annotated_exists(file) else f"Invalid video file: {file}"
 
-    return {
+    validators = {
         "LoadImage": _CustomValidator(("image",), load_image),
         "LoadVideo": _CustomValidator(("file",), load_video),
     }
+    # Our API input nodes: their own VALIDATE_INPUTS, except that the file nodes look in the
+    # stand-in's folders (the package asks ComfyUI's folder_paths), as LoadImage/LoadVideo do.
+    # A linked file input is checked when the node runs (the package's validators say True).
+    files = {
+        "ApiInputImage": _CustomValidator(
+            ("image",), lambda image=None: True if image is None else load_image(image)
+        ),
+        "ApiInputVideo": _CustomValidator(
+            ("file",), lambda file=None: True if file is None else load_video(file)
+        ),
+    }
+    for class_type in apiinputs.classes():
+        if class_type in files:
+            validators[class_type] = files[class_type]
+        elif (found := apiinputs.validate_function(class_type)) is not None:
+            validators[class_type] = _CustomValidator(*found)
+    return validators
 
 
 def types_match(received: Any, expected: Any) -> bool:
     """ComfyUI's link type rule: equal, ``*``, or overlapping comma-separated type lists."""
-    if received == expected:
+    # ComfyUI's first test (validate_node_input): a type whose __ne__ says "not unequal"
+    # matches, which is how IO.ANY and ApiInputChoice's output plug into list combos.
+    if not received != expected:
         return True
     if not isinstance(received, str) or not isinstance(expected, str):
         return False
-    if received == "*" or expected == "*":
+    # A "*" read from JSON stands for ComfyUI's IO.ANY, whose __ne__ the JSON lost. A type
+    # that is still a Python object (ApiInputChoice's) has answered for itself above.
+    if type(received) is str and type(expected) is str and "*" in (received, expected):
         return True
     received_set = {t.strip() for t in received.split(",")}
     expected_set = {t.strip() for t in expected.split(",")}
@@ -308,9 +331,13 @@ class _NodeChecker:
 
     @staticmethod
     def _run_custom(custom: _CustomValidator, inputs: dict[str, Any]) -> list[_Reason]:
-        # Linked inputs have no value yet, so they are not passed (as in ComfyUI).
+        # Linked inputs have no value yet: left out (ComfyUI passes None, which validators
+        # that default to None treat the same). In the prompt's order, as ComfyUI reports
+        # one error per input.
         kwargs = {
-            n: inputs[n] for n in custom.inputs if n in inputs and not isinstance(inputs[n], list)
+            n: value
+            for n, value in inputs.items()
+            if n in custom.inputs and not isinstance(value, list)
         }
         result = custom.check(**kwargs)
         if result is True:

@@ -1,8 +1,11 @@
-"""Load templates and declarations, derive request models, and fill graphs.
+"""Load templates and their parameters, derive request models, and fill graphs.
 
-`Workflow.request_model` is a pydantic model built from the declaration (types, defaults,
-ranges, and the constraints ComfyUI does not enforce itself), so a bad request is a 422 that
-names the field before anything reaches ComfyUI.
+A template's parameters come from its marks (`proxy.workflows.marked`: `$` titles and our
+parameter nodes, plus an optional sidecar keyed by parameter name) or, in the older form, from
+a `<name>.params.json` that binds them by node id (`params` a list with `targets`).
+`Workflow.request_model` is a pydantic model built from them (types, defaults, ranges, and
+the constraints ComfyUI does not enforce itself), so a bad request is a 422 that names the
+field before anything reaches ComfyUI.
 """
 
 from __future__ import annotations
@@ -12,15 +15,24 @@ import json
 import logging
 import math
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+)
 
 from proxy.errors import InvalidInput, NotFound
-from proxy.workflows.spec import ParamSpec, WorkflowSpec
+from proxy.workflows.marked import MarkError, derive_spec, has_marks, reference_object_info
+from proxy.workflows.spec import ParamSpec, WorkflowSpec, is_legacy_declaration
 
 log = logging.getLogger("proxy.workflows")
 
@@ -92,19 +104,27 @@ def _field_for(param: ParamSpec) -> tuple[Any, Any]:
         Annotated[(base, Field(**extra), *validators)] if validators or extra else base
     )
     if param.required:
-        return annotation, ...
+        return annotation, Field(..., **_names(param))
     if param.random or param.default is None:
-        return annotation | None, None
-    return annotation, param.default
+        return annotation | None, Field(None, **_names(param))
+    return annotation, Field(param.default, **_names(param))
+
+
+def _names(param: ParamSpec) -> dict[str, Any]:
+    """The request names a parameter accepts: its own, then its aliases (validated values
+    carry its own name)."""
+    if not param.aliases:
+        return {}
+    return {"validation_alias": AliasChoices(param.name, *param.aliases)}
 
 
 def _optional_field_for(param: ParamSpec) -> tuple[Any, Any]:
     """Like `_field_for`, but `null` is accepted as "not given" (many form and automation
     clients send null for an empty field); the default shown is the workflow's."""
-    annotation, default = _field_for(param)
-    if default is ...:
-        return annotation, Field(description=param.description)
-    return annotation | None, Field(default, description=param.description)
+    annotation, info = _field_for(param)
+    if param.required:
+        return annotation, Field(description=param.description, **_names(param))
+    return annotation | None, Field(info.default, description=param.description, **_names(param))
 
 
 @dataclass
@@ -287,24 +307,52 @@ class WorkflowRegistry:
         return sorted(self.workflows)
 
 
-def load_registry(directory: Path) -> WorkflowRegistry:
-    """Load every `<name>.params.json` + `<name>.json` pair in `directory`."""
+def load_registry(
+    directory: Path, object_info: Mapping[str, Any] | None = None
+) -> WorkflowRegistry:
+    """Load every workflow in `directory`: each `<name>.json` template with marks, a sidecar
+    `<name>.params.json` keyed by parameter name, or an older node-id declaration there.
+
+    `object_info` is ComfyUI's /object_info, the source of the marked parameters' types and
+    ranges; by default the one bundled for the ComfyUI version we test against.
+    """
     workflows: dict[str, Workflow] = {}
     broken: dict[str, list[str]] = {}
-    for decl_path in sorted(directory.glob("*.params.json")):
-        name = decl_path.name.removesuffix(".params.json")
-        graph_path = decl_path.with_name(f"{name}.json")
+    names = {p.name.removesuffix(".params.json") for p in directory.glob("*.params.json")}
+    names |= {p.stem for p in directory.glob("*.json") if not p.name.endswith(".params.json")}
+    for name in sorted(names):
         try:
-            spec = WorkflowSpec.model_validate_json(decl_path.read_text())
-            graph = json.loads(graph_path.read_text())
-        except (OSError, ValueError) as exc:
-            broken[name] = [f"cannot read {decl_path.name} / {graph_path.name}: {exc}"]
-            log.error("workflow %s not loaded: %s", name, exc)
+            loaded = _load_one(directory, name, object_info)
+        except MarkError as exc:
+            broken[name] = exc.problems
+            log.error("workflow %s not loaded: %s", name, "; ".join(exc.problems))
             continue
+        if loaded is not None:
+            workflows[loaded.name] = loaded
+    return WorkflowRegistry(workflows=workflows, broken=broken)
+
+
+def _load_one(directory: Path, name: str, object_info: Mapping[str, Any] | None) -> Workflow | None:
+    """The workflow `name` in `directory`, or None for a template that marks nothing and has
+    no declaration (not a workflow); MarkError listing why it cannot load."""
+    graph_path = directory / f"{name}.json"
+    decl_path = directory / f"{name}.params.json"
+    try:
+        graph = json.loads(graph_path.read_text())
+        declaration = json.loads(decl_path.read_text()) if decl_path.exists() else None
+    except (OSError, ValueError) as exc:
+        raise MarkError([f"cannot read {graph_path.name} / {decl_path.name}: {exc}"]) from None
+    if is_legacy_declaration(declaration):
+        try:
+            spec = WorkflowSpec.model_validate(declaration)
+        except ValueError as exc:
+            raise MarkError([f"cannot read {decl_path.name}: {exc}"]) from None
         problems = check_bindings(spec, graph)
         if problems:
-            broken[name] = problems
-            log.error("workflow %s has stale bindings: %s", name, "; ".join(problems))
-            continue
-        workflows[spec.name] = Workflow(spec=spec, graph=graph)
-    return WorkflowRegistry(workflows=workflows, broken=broken)
+            raise MarkError(problems)
+        return Workflow(spec=spec, graph=graph)
+    if declaration is None and not (isinstance(graph, dict) and has_marks(graph)):
+        log.info("%s marks no parameters and has no %s: not a workflow", graph_path, decl_path.name)
+        return None
+    info = reference_object_info() if object_info is None else object_info
+    return Workflow(spec=derive_spec(name, graph, info, declaration), graph=graph)

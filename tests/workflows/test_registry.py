@@ -8,6 +8,8 @@ from proxy.errors import InvalidInput, NotFound
 from proxy.workflows import load_registry
 
 WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
+# The node-id declarations the shipped workflows had before they were marked in the graph.
+LEGACY = Path(__file__).resolve().parent / "legacy"
 
 
 @pytest.fixture(scope="module")
@@ -127,8 +129,9 @@ def test_aliases_and_unknown_names(registry):
 
 
 def test_a_re_export_that_moved_a_node_is_reported_as_a_stale_binding(tmp_path):
+    # The older node-id declaration: a renumbered node leaves it pointing at nothing.
     for name in ("fastwan_t2v.json", "fastwan_t2v.params.json"):
-        shutil.copy(WORKFLOWS / name, tmp_path / name)
+        shutil.copy(LEGACY / name, tmp_path / name)
     graph = json.loads((tmp_path / "fastwan_t2v.json").read_text())
     graph["66"] = graph.pop("6")  # the editor renumbered the positive prompt node
     graph["3"]["inputs"]["positive"] = ["66", 0]
@@ -150,3 +153,25 @@ def test_request_model_documents_ranges(registry):
     assert schema["properties"]["width"]["minimum"] == 32
     assert schema["properties"]["steps"]["default"] == 8
     assert schema["required"] == ["prompt"]
+
+
+def test_a_marked_graph_survives_renumbering_and_reports_a_linked_mark(tmp_path):
+    for name in ("fastwan_t2v.json", "fastwan_t2v.params.json"):
+        shutil.copy(WORKFLOWS / name, tmp_path / name)
+    graph = json.loads((tmp_path / "fastwan_t2v.json").read_text())
+    graph["66"] = graph.pop("6")  # the mark moves with the node
+    graph["3"]["inputs"]["positive"] = ["66", 0]
+    (tmp_path / "fastwan_t2v.json").write_text(json.dumps(graph))
+    flow = load_registry(tmp_path).get("fastwan_t2v")
+    assert flow.param("prompt").targets[0].node == "66"
+    assert flow.fill(flow.resolve({"prompt": "a fox"}))["66"]["inputs"]["text"] == "a fox"
+
+    graph["57"]["inputs"]["fps"] = ["99", 0]  # fps converted to an input and linked
+    (tmp_path / "fastwan_t2v.json").write_text(json.dumps(graph))
+    registry = load_registry(tmp_path)
+    problems = " | ".join(registry.broken["fastwan_t2v"])
+    assert 'node 57 "Create Video $fps" (CreateVideo)' in problems
+    assert "input 'fps' is a link, not a value" in problems
+    assert "sidecar: fps: the graph marks no such parameter" in problems
+    with pytest.raises(NotFound, match="not loaded"):
+        registry.get("fastwan_t2v")
