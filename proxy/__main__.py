@@ -123,7 +123,9 @@ async def serve(settings: Settings) -> None:
         # In JSON mode uvicorn's own lines (startup, access log) must be JSON too: without its
         # logging config they reach the root handler instead of uvicorn's text handlers.
         log_config=None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
-        proxy_headers=True,
+        # X-Forwarded-* are believed from TRUSTED_PROXIES only (proxy.api.links), not from
+        # uvicorn's default of any local process.
+        proxy_headers=False,
         # Open event streams (a browser tab) must not hold a Ctrl+C forever.
         timeout_graceful_shutdown=5,
     )

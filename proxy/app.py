@@ -22,7 +22,8 @@ from proxy.api import build_router
 from proxy.api.errors import install_error_handlers
 from proxy.api.idempotency import Idempotency
 from proxy.api.limits import BodyLimit
-from proxy.api.native import callback_view
+from proxy.api.links import ForwardedHeaders, Links
+from proxy.api.native import job_view
 from proxy.auth import Auth, session_secret
 from proxy.batches import BatchService, BatchStore
 from proxy.comfy import SocketState
@@ -153,12 +154,20 @@ async def _start(
     stack.push_async_callback(cleanup.close)
     # Job callbacks: subscribed to the bus and observing the writer before the dispatcher's
     # start publishes any job event; closed after the dispatcher (what it ends is enqueued).
+    # A payload is the job as the native API shows it, its URLs absolute, the video's also
+    # signed (for the job's owner) when keys are configured.
+    signing = auth.urls if auth.keys.enabled else None
     webhooks = WebhookService(
-        settings=settings, db=db, jobs=store, bus=bus, render=callback_view(settings.public_url)
+        settings=settings,
+        db=db,
+        jobs=store,
+        bus=bus,
+        render=lambda job, base: job_view(job, Links(base, signing)),
     )
     stack.push_async_callback(webhooks.close)  # first: it also undoes a start that failed
     await webhooks.start()
     writer.observers.append(webhooks)
+    writer.end_records.append(webhooks.record_end)
     timings = TimingStore(db)
     dispatcher = Dispatcher(
         settings=settings,
@@ -242,6 +251,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.admin_api_keys,
         session_secret(settings.session_secret, settings.data_dir),
         settings.session_ttl_s,
+        settings.signed_url_ttl_s,
     )
     # Made here, not in the lifespan: the HTTP middleware below needs it before any start.
     metrics = Metrics()
@@ -262,6 +272,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(Idempotency)  # inside the body limit: it reads bounded bodies
     app.add_middleware(BodyLimit, max_bytes=settings.max_json_bytes)
     app.add_middleware(HttpMetrics, metrics=metrics)
+    # Outermost but CORS: every layer inside sees the request as its client sent it.
+    app.add_middleware(ForwardedHeaders, trusted=settings.trusted_proxies)
     app.include_router(build_router(registry, settings))
     if settings.cors_origins:
         app.add_middleware(

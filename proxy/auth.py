@@ -12,6 +12,11 @@ and every caller is the same anonymous admin, as the seeds' examples expect.
 The session cookie is `<name>.<expires>.<signature>`, signed with a secret kept in the data
 folder; the signature covers a fingerprint of the key, so rotating or removing a key ends its
 sessions.
+
+A signed URL (`<path>?expires=<unix time>&sig=<name>.<signature>`) lets one GET of one path in
+until it expires, as the key it was made for: what a tool that fetches a URL without headers
+(Zapier's file fields, a browser's <video>) is given. It is signed like a session, so rotating
+or removing that key ends its URLs too.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlencode
 
 from proxy.errors import ProxyError
 
@@ -47,7 +53,8 @@ class Principal:
 
     name: str  # the key's name; "anonymous" on an open proxy
     admin: bool
-    # "key" (a header), "session" (the web UI's cookie) or "open" (no keys configured).
+    # "key" (a header), "session" (the web UI's cookie), "signed" (a signed URL) or "open"
+    # (no keys configured).
     via: str
     # What this caller's work is recorded under: `key:<name>`, or on an open proxy the
     # client's address (so per-client limits still tell callers apart).
@@ -153,6 +160,49 @@ class Sessions:
         return Principal(name=key.name, admin=key.admin, via="session")
 
 
+@dataclass(frozen=True)
+class SignedUrl:
+    url: str  # the path with its `expires` and `sig` query
+    expires_at: int  # unix time
+
+
+class SignedUrls:
+    """Download URLs that carry their own expiring proof (`expires`, `sig`)."""
+
+    def __init__(self, keys: KeyRing, secret: bytes, ttl_s: float) -> None:
+        self.keys = keys
+        # Another use of the session secret: a purpose prefix keeps the two apart.
+        self._secret = b"signed-url:" + secret
+        self.ttl_s = ttl_s
+
+    def _sign(self, key: _Key, path: str, expires: int) -> str:
+        message = f"{path}\n{expires}\n{key.name}\n{key.fingerprint}".encode()
+        return hmac.new(self._secret, message, hashlib.sha256).hexdigest()
+
+    def issue(self, path: str, key_name: str, now: float | None = None) -> SignedUrl | None:
+        """`path` signed for the key named `key_name`; None when no such key is configured."""
+        key = self.keys.by_name(key_name)
+        if key is None:
+            return None
+        expires = int((time.time() if now is None else now) + self.ttl_s)
+        sig = f"{key.name}.{self._sign(key, path, expires)}"
+        return SignedUrl(f"{path}?{urlencode({'expires': expires, 'sig': sig})}", expires)
+
+    def verify(self, path: str, expires: str, sig: str) -> Principal:
+        """The principal a signed URL lets in; Unauthorized saying why it does not."""
+        name, _, signature = sig.rpartition(".")
+        key = self.keys.by_name(name) if name else None
+        if key is None or not expires.isdigit():
+            raise Unauthorized("This download link is not valid: " + HOW_TO_SEND)
+        if not hmac.compare_digest(signature, self._sign(key, path, int(expires))):
+            raise Unauthorized("This download link is not valid: " + HOW_TO_SEND)
+        if int(expires) < time.time():
+            raise Unauthorized(
+                "This download link has expired: read the job's status again for a fresh one"
+            )
+        return Principal(name=key.name, admin=key.admin, via="signed")
+
+
 def session_secret(configured: str | None, data_dir: Path) -> bytes:
     """The configured secret, else one kept in the data folder (made once, owner-only)."""
     if configured:
@@ -175,13 +225,23 @@ class Auth:
 
     keys: KeyRing
     sessions: Sessions
+    urls: SignedUrls
 
     @classmethod
     def from_settings(
-        cls, api_keys: list[str], admin_keys: list[str], secret: bytes, ttl_s: float
+        cls,
+        api_keys: list[str],
+        admin_keys: list[str],
+        secret: bytes,
+        ttl_s: float,
+        url_ttl_s: float = 24 * 3600,
     ) -> Auth:
         keys = KeyRing(api_keys, admin_keys)
-        return cls(keys=keys, sessions=Sessions(keys, secret, ttl_s))
+        return cls(
+            keys=keys,
+            sessions=Sessions(keys, secret, ttl_s),
+            urls=SignedUrls(keys, secret, url_ttl_s),
+        )
 
 
 def is_loopback(host: str) -> bool:

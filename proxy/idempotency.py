@@ -38,13 +38,15 @@ class IdempotencyStore:
         # Keys whose first request runs in this process: duplicates wait on these.
         self.running: dict[tuple[str, str], asyncio.Event] = {}
 
-    async def claim(self, scope: str, key: str, route: str, fingerprint: str) -> Any | None:
-        """None when this request is the first (the key is now held); else the row."""
+    async def claim(self, scope: str, key: str, route: str) -> Any | None:
+        """None when this request is the first (the key is now held); else the row. The
+        body's fingerprint is kept with the answer (`keep`): it is known once the body has
+        streamed by."""
         row = {
             "scope": scope,
             "key": key,
             "route": route,
-            "fingerprint": fingerprint,
+            "fingerprint": "",
             "created_at": utcnow(),
         }
         try:
@@ -55,7 +57,7 @@ class IdempotencyStore:
             found = await self.get(scope, key)
             if found is not None and _expired(found):
                 await self.release(scope, key)
-                return await self.claim(scope, key, route, fingerprint)
+                return await self.claim(scope, key, route)
             return found
 
     async def get(self, scope: str, key: str) -> Any | None:
@@ -64,13 +66,17 @@ class IdempotencyStore:
             query = select(idempotency_table).where(and_(t.scope == scope, t.key == key))
             return (await conn.execute(query)).first()
 
-    async def keep(self, scope: str, key: str, status: int, content_type: str, body: bytes) -> None:
+    async def keep(
+        self, scope: str, key: str, status: int, content_type: str, body: bytes, fingerprint: str
+    ) -> None:
         t = idempotency_table.c
         async with self.db.transaction() as conn:
             await conn.execute(
                 idempotency_table.update()
                 .where(and_(t.scope == scope, t.key == key))
-                .values(status=status, content_type=content_type, body=body)
+                .values(
+                    status=status, content_type=content_type, body=body, fingerprint=fingerprint
+                )
             )
 
     async def release(self, scope: str, key: str) -> None:

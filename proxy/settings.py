@@ -10,6 +10,7 @@ shell or CI exports; `Settings.from_env()` (the app factory, the CLI) reads the 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -161,9 +162,17 @@ class Settings(BaseSettings):
     session_secret: str | None = None
     session_ttl_s: float = 7 * 24 * 3600
 
-    # The proxy's public address (`https://videos.example.com`): callback payloads carry
-    # absolute URLs under it (unset: relative ones, as the API's answers).
-    public_url: Annotated[str | None, WhenUnset("callback URLs are relative")] = None
+    # The proxy's public address (`https://videos.example.com`, a path prefix allowed): every
+    # video and status URL in answers and callbacks is absolute under it.
+    public_url: Annotated[
+        str | None, WhenUnset("each request's own address (see TRUSTED_PROXIES)")
+    ] = None
+    # Reverse proxies (addresses or networks, `10.0.0.0/8`) whose X-Forwarded-Proto, -Host
+    # and -For are believed; from anyone else these headers are ignored.
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # How long a signed download URL (`?expires=…&sig=…`, given when keys are configured)
+    # lets its GET in.
+    signed_url_ttl_s: float = Field(24 * 3600.0, gt=0)
 
     # Job callbacks (proxy.webhooks): signed POSTs from a durable outbox, retried with backoff.
     # Every job's events also go to WEBHOOK_URL (completed, failed, cancelled, and the extra
@@ -205,6 +214,7 @@ class Settings(BaseSettings):
         "cors_origins",
         "webhook_events",
         "webhook_allowed_hosts",
+        "trusted_proxies",
         mode="before",
     )
     @classmethod
@@ -228,6 +238,18 @@ class Settings(BaseSettings):
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(f"PUBLIC_URL must be an http(s) address, got {value!r}")
         return value.strip().rstrip("/")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _trusted_proxies(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"TRUSTED_PROXIES takes addresses or networks (10.0.0.0/8), got {entry!r}"
+                ) from None
+        return value
 
     @property
     def outputs_path(self) -> Path:

@@ -112,7 +112,9 @@ async def proxy_server(settings: Settings) -> AsyncIterator[ProxyServer]:
     port = sock.getsockname()[1]
     settings = settings.model_copy(update={"port": port, "host": "127.0.0.1"})
     app = create_app(settings)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    # As `proxy up` serves it: X-Forwarded-* believed from TRUSTED_PROXIES only.
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", proxy_headers=False)
+    server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         yield ProxyServer(f"http://127.0.0.1:{port}", settings, app)

@@ -1,7 +1,8 @@
 """Authentication on every surface: one dependency (`authenticate`) that every route of the
 API depends on, the few routes that stay open, and the web UI's login and logout.
 
-A request is let in by an API key in a header, or by the session cookie; a cookie-borne
+A request is let in by an API key in a header, by the session cookie, or (a GET of a
+download) by a signed URL (`proxy.api.links`); a cookie-borne
 request that changes something must come from this origin (a page elsewhere cannot make the
 browser send it: SameSite=Strict, and Origin / Sec-Fetch-Site are checked besides).
 """
@@ -92,6 +93,11 @@ async def authenticate(connection: HTTPConnection) -> Principal:
             if not _same_origin(connection):
                 raise Forbidden("Refused: a request from another site with this site's session")
         return principal
+    sig = connection.query_params.get("sig")
+    if sig is not None and connection.scope.get("method") in ("GET", "HEAD"):
+        # A signed download URL: this one path, until it expires (proxy.api.links).
+        expires = connection.query_params.get("expires", "")
+        return auth.urls.verify(connection.scope["path"], expires, sig)
     path = _route_path(connection)
     if path in OPEN_PATHS or (path == "/" and wants_html(connection)):
         return Principal("guest", admin=False, via="open", owner="guest")

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 
 from proxy.api.auth import Caller
 from proxy.api.deps import BatchesDep
+from proxy.api.links import LinksDep
 from proxy.api.native import job_view
 from proxy.batches import Batch, Tally
 from proxy.jobs.models import Job
@@ -55,7 +56,9 @@ async def list_batches(
 
 
 @router.get("/batches/{batch_id}", summary="One batch with its jobs")
-async def get_batch(batch_id: str, batches: BatchesDep, caller: Caller) -> dict[str, Any]:
+async def get_batch(
+    batch_id: str, batches: BatchesDep, caller: Caller, links: LinksDep
+) -> dict[str, Any]:
     """The batch, and its jobs in prompt order (null where a job was deleted)."""
     batch = await batches.get(batch_id, caller)
     jobs = await batches.jobs_of(batch)
@@ -66,7 +69,7 @@ async def get_batch(batch_id: str, batches: BatchesDep, caller: Caller) -> dict[
             "prompt": item.prompt,
             "label": item.label,
             "job_id": item.job_id,
-            "job": job_view(job) if job is not None else None,
+            "job": job_view(job, links) if job is not None else None,
         }
         for index, (item, job) in enumerate(zip(batch.items, jobs, strict=True))
     ]

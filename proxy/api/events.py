@@ -17,21 +17,22 @@ ends on its own and its response completes (the client sees a clean end and reco
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, TypeVar
 
 import anyio
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Header, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from proxy.api.auth import Caller
 from proxy.api.deps import ServicesDep
+from proxy.api.links import Links, request_base
 from proxy.api.native import NATIVE_WORDS, job_view
 from proxy.auth import Principal
 from proxy.jobs.bus import PROGRESS, JobEvent
 from proxy.jobs.feed import SNAPSHOT, FeedEvent, following
 from proxy.jobs.models import ACTIVE, Job
-from proxy.services import Services
+from proxy.services import Services, services_of
 
 router = APIRouter(prefix="/api", tags=["events"])
 
@@ -84,12 +85,16 @@ def progress_view(job: Job) -> dict[str, Any]:
     }
 
 
-def _render(event: FeedEvent | JobEvent) -> tuple[str, str]:
+def _renderer(links: Links) -> Callable[[FeedEvent | JobEvent], tuple[str, str]]:
     """An SSE event's name and data: `progress` with `progress_view` for progress not yet
-    written, else `job` with the whole job."""
-    if event.kind == PROGRESS:
-        return "progress", json.dumps(progress_view(event.job))
-    return "job", json.dumps({"event": event.kind, "job": job_view(event.job)})
+    written, else `job` with the whole job (its URLs under `links`)."""
+
+    def render(event: FeedEvent | JobEvent) -> tuple[str, str]:
+        if event.kind == PROGRESS:
+            return "progress", json.dumps(progress_view(event.job))
+        return "job", json.dumps({"event": event.kind, "job": job_view(event.job, links)})
+
+    return render
 
 
 def _resume_from(epoch: str, header: str | None) -> int | None:
@@ -104,6 +109,7 @@ def _resume_from(epoch: str, header: str | None) -> int | None:
 async def _events(
     services: Services,
     caller: Principal,
+    base: str,
     job_id: str | None,
     last_event_id: str | None,
     stop: anyio.Event,
@@ -118,8 +124,13 @@ async def _events(
     def select(job: Job) -> bool:
         return (job_id is None or job.id == job_id) and caller.can_see(job.client_key)
 
+    # Rendered once per event for every stream under the same address; no signed URLs in
+    # streams (a live view reads the video with its own key or session).
+    links = Links(base)
+    render = _renderer(links)
+
     def frame(event: FeedEvent) -> ServerSentEvent:
-        name, data = event.source.rendered("sse", _render) if event.source else _render(event)
+        name, data = event.source.rendered(f"sse {base}", render) if event.source else render(event)
         event_id = None if event.kind == SNAPSHOT else f"{bus.epoch}:{event.id}"
         return ServerSentEvent(data=data, event=name, id=event_id)
 
@@ -137,11 +148,12 @@ async def _events(
 
 
 def _response(
-    services: Services, caller: Principal, job_id: str | None, last_event_id: str | None
+    request: Request, caller: Principal, job_id: str | None, last_event_id: str | None
 ) -> EventSourceResponse:
     stop = anyio.Event()  # set by sse-starlette when the server is stopping
+    services = services_of(request)
     return EventSourceResponse(
-        _events(services, caller, job_id, last_event_id, stop),
+        _events(services, caller, request_base(request), job_id, last_event_id, stop),
         ping=KEEPALIVE_S,
         headers={"Cache-Control": "no-cache"},
         shutdown_event=stop,
@@ -151,16 +163,20 @@ def _response(
 
 @router.get("/events", summary="Live job changes (Server-Sent Events)")
 async def events(
-    services: ServicesDep, caller: Caller, last_event_id: LastEventId = None
+    request: Request, caller: Caller, last_event_id: LastEventId = None
 ) -> EventSourceResponse:
     """Every change of the caller's jobs as an SSE `job` event; reconnect with Last-Event-ID
     to catch up."""
-    return _response(services, caller, None, last_event_id)
+    return _response(request, caller, None, last_event_id)
 
 
 @router.get("/jobs/{job_id}/events", summary="Live changes of one job (Server-Sent Events)")
 async def job_events(
-    job_id: str, services: ServicesDep, caller: Caller, last_event_id: LastEventId = None
+    job_id: str,
+    request: Request,
+    services: ServicesDep,
+    caller: Caller,
+    last_event_id: LastEventId = None,
 ) -> EventSourceResponse:
     await services.jobs.get(job_id, caller)  # 404 before the stream starts
-    return _response(services, caller, job_id, last_event_id)
+    return _response(request, caller, job_id, last_event_id)

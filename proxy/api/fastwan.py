@@ -16,6 +16,7 @@ from proxy.api.auth import Caller, wants_html
 from proxy.api.callbacks import CALLBACK_FIELDS, CALLBACK_KEYS, with_callback
 from proxy.api.deps import ServicesDep, job_limit, serve_file
 from proxy.api.health import run_problems
+from proxy.api.links import Links, LinksDep
 from proxy.api.surface import Surface
 from proxy.api.waiting import created_answer, requested_wait, status_answer
 from proxy.auth import Principal
@@ -40,14 +41,16 @@ STATUS_WORDS = {
 }
 
 
-def status_body(job: Job) -> dict[str, Any]:
+def status_body(job: Job, links: Links) -> dict[str, Any]:
     ready = job.finished_video is not None
+    path = f"/download/{job.id}" if ready else None
     return {
         "job_id": job.id,
         "status": STATUS_WORDS[job.phase],
         "progress": int(job.progress),
         "video_ready": ready,
-        "download_url": f"/download/{job.id}" if ready else None,
+        "download_url": links.maybe(path),
+        **links.signed(path, job.client_key),
         "error": job.error if job.status in (JobStatus.FAILED, JobStatus.CANCELLED) else None,
         "message": job.message,
         "stage": job.stage,
@@ -114,6 +117,7 @@ def build(registry: WorkflowRegistry, default_workflow: str) -> APIRouter:
         request: Request,
         services: ServicesDep,
         caller: Caller,
+        links: LinksDep,
     ) -> Any:
         """Queue a FastWAN text-to-video job; poll `/status/{job_id}`. With `Prefer: wait=N`
         (or `?wait=N`): the status once the video is ready (200), or after N s (202)."""
@@ -121,6 +125,7 @@ def build(registry: WorkflowRegistry, default_workflow: str) -> APIRouter:
         values = SURFACE.values(body, skip=CALLBACK_KEYS)
         job = await with_callback(
             services,
+            links,
             body,
             lambda: SURFACE.create_job(
                 services.jobs, flow.name, values, caller, max_active=job_limit(services)
@@ -134,20 +139,21 @@ def build(registry: WorkflowRegistry, default_workflow: str) -> APIRouter:
         }
 
         async def view() -> dict[str, Any]:
-            return status_body(await services.jobs.get(job.id))
+            return status_body(await services.jobs.get(job.id), links)
 
+        location = links.url(f"/status/{job.id}")
         return await created_answer(
-            request, services, [job.id], answer=answer, view=view, location=f"/status/{job.id}"
+            request, services, [job.id], answer=answer, view=view, location=location
         )
 
     @router.get("/status/{job_id}", summary="Check job status")
     async def status(
-        job_id: str, request: Request, services: ServicesDep, caller: Caller
+        job_id: str, request: Request, services: ServicesDep, caller: Caller, links: LinksDep
     ) -> dict[str, Any]:
         """Status (queued/processing/completed/error), progress 0-100, and the download URL.
         `?wait=N` (or `Prefer: wait=N`): answer once the status changes, or after N s."""
         job = await services.jobs.get(job_id, caller)
-        return status_body(await status_answer(request, services, job))
+        return status_body(await status_answer(request, services, job), links)
 
     @router.get("/download/{job_id}", summary="Download the video", response_class=FileResponse)
     async def download(job_id: str, services: ServicesDep, caller: Caller) -> FileResponse:
@@ -167,6 +173,7 @@ def build(registry: WorkflowRegistry, default_workflow: str) -> APIRouter:
     async def list_jobs(
         services: ServicesDep,
         caller: Caller,
+        links: LinksDep,
         limit: int = Query(100, ge=1, le=1000),
         offset: int = Query(0, ge=0, le=2**31),
     ) -> dict[str, Any]:
@@ -174,7 +181,7 @@ def build(registry: WorkflowRegistry, default_workflow: str) -> APIRouter:
         jobs = await services.jobs.list(limit=limit, offset=offset, caller=caller)
         total = await services.jobs.count(caller=caller)
         return {
-            "jobs": [status_body(j) for j in jobs],
+            "jobs": [status_body(j, links) for j in jobs],
             "total": total,
             "limit": limit,
             "offset": offset,

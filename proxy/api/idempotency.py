@@ -8,8 +8,9 @@ running waits for it and gets its answer (concurrent retries make one job). An a
 is not a success is not kept: the client may try again with the same key.
 
 Keys are per API key (the credential presented, hashed; "anonymous" on an open proxy) and
-per route. JSON bodies only: a multipart create call with a key is a 400 (its body is not
-held in memory to compare).
+per route. The body is fingerprinted as it streams to the route, never held whole: a JSON
+body, or a multipart one with its files (its part boundary left out, which every client
+draws anew for each send, retries included).
 """
 
 from __future__ import annotations
@@ -68,15 +69,10 @@ class Idempotency:
                 scope, receive, send
             )
             return
-        if request.headers.get("content-type", "").startswith("multipart/"):
-            message = "works on JSON create calls; upload the file first (POST /api/uploads)"
-            await _problem(400, "Idempotency-Key", message)(scope, receive, send)
-            return
-        body = await request.body()
         route = scope["path"]
-        fingerprint = hashlib.sha256(route.encode() + b"\0" + body).hexdigest()
+        fingerprint = Fingerprint(route, request.headers.get("content-type", ""))
         owner = _scope_of(request)
-        await self._handle(store, owner, key, route, fingerprint, body, scope, receive, send)
+        await self._handle(store, owner, key, route, fingerprint, scope, receive, send)
 
     async def _handle(
         self,
@@ -84,8 +80,7 @@ class Idempotency:
         owner: str,
         key: str,
         route: str,
-        fingerprint: str,
-        body: bytes,
+        fingerprint: Fingerprint,
         scope: Scope,
         receive: Receive,
         send: Send,
@@ -96,54 +91,58 @@ class Idempotency:
             await waiter.wait()
         done = store.running[held] = asyncio.Event()
         try:
-            found = await store.claim(owner, key, route, fingerprint)
+            found = await store.claim(owner, key, route)
             if found is not None:
-                await self._replay(found, fingerprint, scope, send)
+                await self._replay(found, fingerprint, scope, receive, send)
                 return
             try:
-                status, content_type, answer = await self._run(scope, receive, body, send)
+                status, content_type, answer = await self._run(scope, receive, fingerprint, send)
+                if 200 <= status < 300:
+                    await fingerprint.finish(receive)  # the rest of a body the route left
             except BaseException:
                 await asyncio.shield(store.release(owner, key))
                 raise
             if 200 <= status < 300:
-                await store.keep(owner, key, status, content_type, answer)
+                await store.keep(owner, key, status, content_type, answer, fingerprint.digest())
             else:
                 await store.release(owner, key)
         finally:
             done.set()
             store.running.pop(held, None)
 
-    async def _replay(self, row: Any, fingerprint: str, scope: Scope, send: Send) -> None:
+    async def _replay(
+        self, row: Any, fingerprint: Fingerprint, scope: Scope, receive: Receive, send: Send
+    ) -> None:
         async def nothing() -> Message:
             return {"type": "http.request", "body": b"", "more_body": False}
 
-        if row.fingerprint != fingerprint:
-            message = "this key was used with another body (or route); use a new key"
-            await _problem(422, "Idempotency-Key", message)(scope, nothing, send)
-        elif row.status is None:
+        if row.status is None:
             message = "a request with this key is still running; retry in a moment"
             response = _problem(409, "Idempotency-Key", message)
             response.headers["Retry-After"] = "1"
             await response(scope, nothing, send)
+            return
+        await fingerprint.finish(receive)
+        if row.fingerprint != fingerprint.digest():
+            message = "this key was used with another body (or route); use a new key"
+            await _problem(422, "Idempotency-Key", message)(scope, nothing, send)
         else:
             response = Response(row.body, status_code=row.status, media_type=row.content_type)
             response.headers["Idempotent-Replayed"] = "true"
             await response(scope, nothing, send)
 
     async def _run(
-        self, scope: Scope, receive: Receive, body: bytes, send: Send
+        self, scope: Scope, receive: Receive, fingerprint: Fingerprint, send: Send
     ) -> tuple[int, str, bytes]:
-        """Run the app on the already-read body, passing its answer on and keeping a copy."""
-        sent = False
+        """Run the app, its body fingerprinted as it reads it, passing its answer on and
+        keeping a copy."""
         status, content_type = 500, ""
         chunks: list[bytes] = []
 
-        async def replay_body() -> Message:
-            nonlocal sent
-            if sent:
-                return await receive()  # after the body: the disconnect, when it comes
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
+        async def reading() -> Message:
+            message = await receive()
+            fingerprint.update(message)
+            return message
 
         async def copy(message: Message) -> None:
             nonlocal status, content_type
@@ -156,5 +155,52 @@ class Idempotency:
                 chunks.append(message.get("body", b""))
             await send(message)
 
-        await self.app(scope, replay_body, copy)
+        await self.app(scope, reading, copy)
         return status, content_type, b"".join(chunks)
+
+
+class Fingerprint:
+    """SHA-256 of the route and the body, fed as the body streams by. A multipart body's
+    boundary is replaced by a fixed marker (a retry of the same form draws another)."""
+
+    def __init__(self, route: str, content_type: str) -> None:
+        self._hash = hashlib.sha256(route.encode() + b"\0")
+        boundary = _boundary(content_type)
+        self._marker = b"--" + boundary.encode("latin-1") if boundary else b""
+        self._tail = b""  # held back: it may be the start of a marker split across chunks
+        self.complete = False
+
+    def update(self, message: Message) -> None:
+        if message["type"] != "http.request" or self.complete:
+            return
+        data = self._tail + message.get("body", b"")
+        self.complete = not message.get("more_body", False)
+        if self._marker:
+            data = data.replace(self._marker, b"--\0boundary\0")
+            cut = max(len(data) - (0 if self.complete else len(self._marker) - 1), 0)
+            data, self._tail = data[:cut], data[cut:]
+        self._hash.update(data)
+
+    async def finish(self, receive: Receive) -> None:
+        """Read what is left of the body (a route that answered without all of it)."""
+        while not self.complete:
+            message = await receive()
+            if message["type"] != "http.request":
+                break  # the client left: what was read is what there is
+            self.update(message)
+
+    def digest(self) -> str:
+        final = self._hash.copy()
+        final.update(self._tail)
+        return final.hexdigest()
+
+
+def _boundary(content_type: str) -> str | None:
+    kind, _, params = content_type.partition(";")
+    if not kind.strip().lower().startswith("multipart/"):
+        return None
+    for param in params.split(";"):
+        name, _, value = param.strip().partition("=")
+        if name.strip().lower() == "boundary" and value.strip():
+            return value.strip().strip('"')
+    return None

@@ -7,7 +7,6 @@ as text parts, `params` as a JSON string, the files under their parameter names:
 """
 
 import json
-from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -16,8 +15,9 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field, StrictBool, ValidationError
 
 from proxy.api.auth import Admin, Caller
-from proxy.api.callbacks import CALLBACK_FIELDS, with_callback
+from proxy.api.callbacks import CALLBACK_FIELDS, WebhookEvents, with_callback
 from proxy.api.deps import PresenceDep, ServicesDep, job_limit, serve_file
+from proxy.api.links import Links, LinksDep
 from proxy.api.surface import Surface, SurfaceBody
 from proxy.api.waiting import created_answer, requested_wait, status_answer
 from proxy.auth import Principal
@@ -65,7 +65,7 @@ class NativeFields(SurfaceBody):
     )
     start: StrictBool = Field(True, description="false: create the job without starting it")
     webhook_url: str | None = CALLBACK_FIELDS["webhook_url"][1]
-    webhook_events: list[str] | None = CALLBACK_FIELDS["webhook_events"][1]
+    webhook_events: WebhookEvents = CALLBACK_FIELDS["webhook_events"][1]
 
 
 NATIVE_KEYS = set(NativeFields.model_fields)
@@ -88,7 +88,7 @@ def create_model_for(flow: Workflow) -> type[BaseModel]:
     )
 
 
-def job_view(job: Job) -> dict[str, Any]:
+def job_view(job: Job, links: Links) -> dict[str, Any]:
     data = job.model_dump(mode="json")
     data["status"] = NATIVE_WORDS[job.phase]
     data["model_id"] = job.workflow
@@ -96,24 +96,11 @@ def job_view(job: Job) -> dict[str, Any]:
     data["seed"] = job.seed
     for attempt in data["attempts"]:
         attempt["status"] = NATIVE_WORDS[phase_of(JobStatus(attempt["status"]))]
-    data["video_url"] = f"/api/jobs/{job.id}/video" if job.finished_video else None
+    path = f"/api/jobs/{job.id}/video" if job.finished_video else None
+    data["video_url"] = links.maybe(path)
+    data |= links.signed(path, job.client_key)
     data.pop("inputs", None)
     return data
-
-
-def callback_view(public_url: str | None) -> Callable[[Job], dict[str, Any]]:
-    """`job_view` for callback payloads: with PUBLIC_URL, its URLs absolute under it (a
-    receiver has no request to resolve a relative one against)."""
-    if public_url is None:
-        return job_view
-
-    def view(job: Job) -> dict[str, Any]:
-        data = job_view(job)
-        if data.get("video_url"):
-            data["video_url"] = public_url + data["video_url"]
-        return data
-
-    return view
 
 
 def parse_statuses(status: str | None) -> list[JobStatus] | None:
@@ -169,7 +156,11 @@ def build(registry: WorkflowRegistry, default_workflow: str) -> APIRouter:
             ) from None
 
     async def create(
-        services: Services, caller: Principal, data: dict[str, Any], files: dict[str, Any]
+        services: Services,
+        caller: Principal,
+        links: Links,
+        data: dict[str, Any],
+        files: dict[str, Any],
     ) -> Job:
         flow = workflow_for(data.get("model_id") or default_workflow)
         try:
@@ -201,6 +192,7 @@ def build(registry: WorkflowRegistry, default_workflow: str) -> APIRouter:
         try:
             return await with_callback(
                 services,
+                links,
                 body,
                 lambda: services.jobs.create(
                     flow.name,
@@ -235,6 +227,7 @@ def build(registry: WorkflowRegistry, default_workflow: str) -> APIRouter:
     async def list_jobs(
         services: ServicesDep,
         caller: Caller,
+        links: LinksDep,
         status: str | None = Query(
             None, description="Filter: pending, queued, running, completed, failed, stopped"
         ),
@@ -247,7 +240,7 @@ def build(registry: WorkflowRegistry, default_workflow: str) -> APIRouter:
         )
         total = await services.jobs.count(statuses=statuses, caller=caller)
         return {
-            "jobs": [job_view(j) for j in jobs],
+            "jobs": [job_view(j, links) for j in jobs],
             "total": total,
             "limit": limit,
             "offset": offset,
@@ -279,7 +272,9 @@ def build(registry: WorkflowRegistry, default_workflow: str) -> APIRouter:
             }
         },
     )
-    async def create_job(request: Request, services: ServicesDep, caller: Caller) -> Any:
+    async def create_job(
+        request: Request, services: ServicesDep, caller: Caller, links: LinksDep
+    ) -> Any:
         """JSON for a job without files or with upload ids; multipart with its files.
         `Prefer: wait=N` (or `?wait=N`): answer once the job has ended (200), or after N
         seconds with the job as it is (202, `Location`)."""
@@ -287,7 +282,7 @@ def build(registry: WorkflowRegistry, default_workflow: str) -> APIRouter:
         content_type = request.headers.get("content-type", "")
         if not content_type.startswith(MULTIPART):
             data = await read_json(request)
-            job = await create(services, caller, data, {})
+            job = await create(services, caller, links, data, {})
         else:
             async with services.inputs.receiving(
                 request.stream(),
@@ -296,37 +291,42 @@ def build(registry: WorkflowRegistry, default_workflow: str) -> APIRouter:
                 FILE_FIELDS,
                 required=False,
             ) as form:
-                job = await create(services, caller, form_values(form.fields), form.files)
+                job = await create(services, caller, links, form_values(form.fields), form.files)
 
         async def view() -> dict[str, Any]:
-            return job_view(await services.jobs.get(job.id))
+            return job_view(await services.jobs.get(job.id), links)
 
         return await created_answer(
             request,
             services,
             [job.id],
-            answer=job_view(job),
+            answer=job_view(job, links),
             view=view,
-            location=f"/api/jobs/{job.id}",
+            location=links.url(f"/api/jobs/{job.id}"),
         )
 
     @router.get("/jobs/{job_id}", summary="One job")
     async def get_job(
-        job_id: str, request: Request, services: ServicesDep, caller: Caller
+        job_id: str, request: Request, services: ServicesDep, caller: Caller, links: LinksDep
     ) -> dict[str, Any]:
         """`?wait=N` (or `Prefer: wait=N`): answer once the job changes state, or after N s."""
         job = await services.jobs.get(job_id, caller)
-        return job_view(await status_answer(request, services, job))
+        return job_view(await status_answer(request, services, job), links)
 
     @router.post("/jobs/{job_id}/start", summary="Start a pending, stopped or failed job")
-    async def start_job(job_id: str, services: ServicesDep, caller: Caller) -> dict[str, Any]:
+    async def start_job(
+        job_id: str, services: ServicesDep, caller: Caller, links: LinksDep
+    ) -> dict[str, Any]:
         """Starting again after a stop or failure is a new attempt; the job keeps its history."""
-        return job_view(await services.jobs.start(job_id, caller, max_active=job_limit(services)))
+        job = await services.jobs.start(job_id, caller, max_active=job_limit(services))
+        return job_view(job, links)
 
     @router.post("/jobs/{job_id}/stop", summary="Stop a queued or running job")
-    async def stop_job(job_id: str, services: ServicesDep, caller: Caller) -> dict[str, Any]:
+    async def stop_job(
+        job_id: str, services: ServicesDep, caller: Caller, links: LinksDep
+    ) -> dict[str, Any]:
         """Removes the job's prompt from ComfyUI's queue, or interrupts it if running."""
-        return job_view(await services.jobs.stop(job_id, caller))
+        return job_view(await services.jobs.stop(job_id, caller), links)
 
     @router.delete("/jobs/{job_id}", summary="Delete a job and its files")
     async def delete_job(job_id: str, services: ServicesDep, caller: Caller) -> dict[str, Any]:

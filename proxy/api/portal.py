@@ -17,8 +17,9 @@ from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from proxy.api.auth import Caller
-from proxy.api.callbacks import CALLBACK_FIELDS, CALLBACK_KEYS, with_callback
+from proxy.api.callbacks import CALLBACK_FIELDS, CALLBACK_KEYS, with_callback, with_callbacks
 from proxy.api.deps import BatchesDep, ServicesDep, job_limit, serve_file
+from proxy.api.links import Links, LinksDep, request_base
 from proxy.api.surface import Surface
 from proxy.api.waiting import created_answer, requested_wait, status_answer
 from proxy.batches import Batch, BatchService, ItemSpec, Tally
@@ -62,15 +63,17 @@ def status_message(job: Job, word: str) -> str:
     return job.message or "Waiting for a GPU"
 
 
-def job_status(job: Job) -> dict[str, Any]:
-    """The seed's single-video status object."""
+def job_status(job: Job, links: Links) -> dict[str, Any]:
+    """The seed's single-video status object (with keys configured, plus `signed_url`)."""
     word = STATUS_WORDS[job.phase]
+    path = f"/api/videos/{job.id}" if job.finished_video else None
     return {
         "job_id": job.id,
         "status": word,
         "message": status_message(job, word),
         "progress": 100 if word == "complete" else int(job.progress),
-        "video_url": f"/api/videos/{job.id}" if job.finished_video else None,
+        "video_url": links.maybe(path),
+        **links.signed(path, job.client_key),
     }
 
 
@@ -85,16 +88,18 @@ def deleted_status(job_id: str) -> dict[str, Any]:
 
 
 def batch_job_status(
-    services: Services, job: Job | None, job_id: str, prompt: str
+    services: Services, links: Links, job: Job | None, job_id: str, prompt: str
 ) -> dict[str, Any]:
-    body = deleted_status(job_id) if job is None else job_status(job)
+    body = deleted_status(job_id) if job is None else job_status(job, links)
     backend = services.pool.get(job.backend) if job is not None else None
     body["gpu_id"] = backend.index if backend is not None else None
     body["prompt"] = prompt
     return body
 
 
-def batch_status(services: Services, batch: Batch, jobs: list[Job | None]) -> dict[str, Any]:
+def batch_status(
+    services: Services, links: Links, batch: Batch, jobs: list[Job | None]
+) -> dict[str, Any]:
     """The seed's batch status object; jobs in prompt order."""
     tally = Tally.of(jobs)
     return {
@@ -105,7 +110,7 @@ def batch_status(services: Services, batch: Batch, jobs: list[Job | None]) -> di
         "failed": tally.failed,
         "message": f"Completed: {tally.completed}/{tally.total}",
         "jobs": [
-            batch_job_status(services, job, item.job_id, item.prompt)
+            batch_job_status(services, links, job, item.job_id, item.prompt)
             for item, job in zip(batch.items, jobs, strict=True)
         ],
     }
@@ -163,7 +168,9 @@ async def _not_found(websocket: WebSocket, what: str) -> None:
     await websocket.close(code=CLOSE_NOT_FOUND, reason=f"no {what}")
 
 
-async def _video_statuses(services: Services, job_id: str) -> AsyncGenerator[dict[str, Any]]:
+async def _video_statuses(
+    services: Services, links: Links, job_id: str
+) -> AsyncGenerator[dict[str, Any]]:
     async def snapshot() -> list[Job]:
         try:
             return [await services.jobs.get(job_id)]
@@ -171,7 +178,7 @@ async def _video_statuses(services: Services, job_id: str) -> AsyncGenerator[dic
             return []  # deleted meanwhile
 
     def status(event: FeedEvent) -> dict[str, Any]:
-        return deleted_status(job_id) if event.kind == "deleted" else job_status(event.job)
+        return deleted_status(job_id) if event.kind == "deleted" else job_status(event.job, links)
 
     async with following(services.bus, select=lambda j: j.id == job_id, snapshot=snapshot) as feed:
         if not feed.initial:
@@ -184,7 +191,7 @@ async def _video_statuses(services: Services, job_id: str) -> AsyncGenerator[dic
 
 
 async def _batch_statuses(
-    services: Services, batches: BatchService, batch_id: str
+    services: Services, links: Links, batches: BatchService, batch_id: str
 ) -> AsyncGenerator[dict[str, Any]]:
     # This socket's view of the batch's jobs (None: deleted), folded from the feed.
     jobs: dict[str, Job | None] = {}
@@ -204,7 +211,7 @@ async def _batch_statuses(
             fresh = {j.id: j for j in await batches.jobs_of(batch) if j is not None}
             for job_id in unknown:
                 jobs[job_id] = fresh.get(job_id)
-        return batch_status(services, batch, [jobs.get(job_id) for job_id in batch.job_ids])
+        return batch_status(services, links, batch, [jobs.get(job_id) for job_id in batch.job_ids])
 
     async with following(
         services.bus, select=lambda j: j.batch_id == batch_id, snapshot=snapshot
@@ -235,7 +242,8 @@ def build(registry: WorkflowRegistry, default_workflow: str, max_batch_size: int
             "prompts": (
                 list[str],
                 Field(description=f"1 to {max_batch_size} prompts (MAX_BATCH_SIZE)"),
-            )
+            ),
+            **CALLBACK_FIELDS,
         },
     )
 
@@ -245,6 +253,7 @@ def build(registry: WorkflowRegistry, default_workflow: str, max_batch_size: int
         request: Request,
         services: ServicesDep,
         caller: Caller,
+        links: LinksDep,
     ) -> Any:
         """Queue one text-to-video job; follow it on `/api/video/status/{job_id}` or the
         websocket. `Prefer: wait=N` (or `?wait=N`): its status once done (200) or after N s
@@ -253,6 +262,7 @@ def build(registry: WorkflowRegistry, default_workflow: str, max_batch_size: int
         values = SURFACE.values(body, skip=CALLBACK_KEYS)
         job = await with_callback(
             services,
+            links,
             body,
             lambda: SURFACE.create_job(
                 services.jobs, flow.name, values, caller, max_active=job_limit(services)
@@ -264,7 +274,7 @@ def build(registry: WorkflowRegistry, default_workflow: str, max_batch_size: int
         }
 
         async def view() -> dict[str, Any]:
-            return job_status(await services.jobs.get(job.id))
+            return job_status(await services.jobs.get(job.id), links)
 
         return await created_answer(
             request,
@@ -272,17 +282,17 @@ def build(registry: WorkflowRegistry, default_workflow: str, max_batch_size: int
             [job.id],
             answer=answer,
             view=view,
-            location=f"/api/video/status/{job.id}",
+            location=links.url(f"/api/video/status/{job.id}"),
         )
 
     @router.get("/video/status/{job_id}", summary="Status of a single video")
     async def video_status(
-        job_id: str, request: Request, services: ServicesDep, caller: Caller
+        job_id: str, request: Request, services: ServicesDep, caller: Caller, links: LinksDep
     ) -> dict[str, Any]:
         """pending, generating, processing, complete or failed, with progress 0-100.
         `?wait=N` (or `Prefer: wait=N`): answer once the status changes, or after N s."""
         job = await services.jobs.get(job_id, caller)
-        return job_status(await status_answer(request, services, job))
+        return job_status(await status_answer(request, services, job), links)
 
     @router.post("/video/batch_inference", summary="Generate several videos in parallel")
     async def batch_inference(
@@ -291,6 +301,7 @@ def build(registry: WorkflowRegistry, default_workflow: str, max_batch_size: int
         services: ServicesDep,
         batches: BatchesDep,
         caller: Caller,
+        links: LinksDep,
     ) -> Any:
         """One job per prompt, spread over the GPUs (one ComfyUI backend each). `Prefer:
         wait=N` (or `?wait=N`): the batch status once every job has ended (200), or after
@@ -304,16 +315,22 @@ def build(registry: WorkflowRegistry, default_workflow: str, max_batch_size: int
             if not prompt.strip():
                 raise InvalidInput(f"prompts.{index}", "the prompt is empty")
         with SURFACE.errors():
-            batch, _ = await batches.create(
-                "portal",
-                [
-                    ItemSpec(prompt=p, label=f"prompt {i + 1} of {count}")
-                    for i, p in enumerate(prompts)
-                ],
-                SURFACE.values(body, skip=("prompts",)),
-                surface=SURFACE.name,
-                client_key=caller.owner,
-                max_active=job_limit(services),
+            batch, _ = await with_callbacks(
+                services,
+                links,
+                body,
+                lambda: batches.create(
+                    "portal",
+                    [
+                        ItemSpec(prompt=p, label=f"prompt {i + 1} of {count}")
+                        for i, p in enumerate(prompts)
+                    ],
+                    SURFACE.values(body, skip=("prompts", *CALLBACK_KEYS)),
+                    surface=SURFACE.name,
+                    client_key=caller.owner,
+                    max_active=job_limit(services),
+                ),
+                lambda made: [item.job_id for item in made[0].items],
             )
         answer = {
             "batch_id": batch.id,
@@ -322,7 +339,7 @@ def build(registry: WorkflowRegistry, default_workflow: str, max_batch_size: int
         }
 
         async def view() -> dict[str, Any]:
-            return batch_status(services, batch, await batches.jobs_of(batch))
+            return batch_status(services, links, batch, await batches.jobs_of(batch))
 
         return await created_answer(
             request,
@@ -330,16 +347,20 @@ def build(registry: WorkflowRegistry, default_workflow: str, max_batch_size: int
             [item.job_id for item in batch.items],
             answer=answer,
             view=view,
-            location=f"/api/video/batch_status/{batch.id}",
+            location=links.url(f"/api/video/batch_status/{batch.id}"),
         )
 
     @router.get("/video/batch_status/{batch_id}", summary="Status of every video of a batch")
     async def get_batch_status(
-        batch_id: str, services: ServicesDep, batches: BatchesDep, caller: Caller
+        batch_id: str,
+        services: ServicesDep,
+        batches: BatchesDep,
+        caller: Caller,
+        links: LinksDep,
     ) -> dict[str, Any]:
         """processing, complete, partial or failed; 404 with status not_found for unknown ids."""
         batch = await batches.get(batch_id, caller)
-        return batch_status(services, batch, await batches.jobs_of(batch))
+        return batch_status(services, links, batch, await batches.jobs_of(batch))
 
     @router.get(
         "/video/batch_download/{batch_id}",
@@ -400,7 +421,7 @@ def build(registry: WorkflowRegistry, default_workflow: str, max_batch_size: int
             return
         await _serve(
             websocket,
-            _video_statuses(services, job.id),
+            _video_statuses(services, Links(request_base(websocket)), job.id),
             lambda s: s["status"] in ("complete", "failed"),
         )
 
@@ -422,7 +443,7 @@ def build(registry: WorkflowRegistry, default_workflow: str, max_batch_size: int
             return
         await _serve(
             websocket,
-            _batch_statuses(services, batches, batch.id),
+            _batch_statuses(services, Links(request_base(websocket)), batches, batch.id),
             lambda s: s["status"] != "processing",
         )
 

@@ -14,7 +14,9 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic import Field, field_validator
 
 from proxy.api.auth import Caller
+from proxy.api.callbacks import CALLBACK_FIELDS, WebhookEvents, with_callbacks
 from proxy.api.deps import BatchesDep, ServicesDep, job_limit, serve_file
+from proxy.api.links import Links, LinksDep
 from proxy.api.surface import CleanText, Surface, SurfaceBody
 from proxy.api.waiting import created_answer, requested_wait
 from proxy.batches import Batch, BatchService, Scene, SceneSession, Tally, output_url
@@ -62,10 +64,14 @@ class SessionBase(SurfaceBody):
 
 class GenerateScenes(CleanText):
     session_id: str = Field(min_length=1)
+    webhook_url: str | None = CALLBACK_FIELDS["webhook_url"][1]
+    webhook_events: WebhookEvents = CALLBACK_FIELDS["webhook_events"][1]
 
 
 class RegenerateScene(CleanText):
     session_id: str = Field(min_length=1)
+    webhook_url: str | None = CALLBACK_FIELDS["webhook_url"][1]
+    webhook_events: WebhookEvents = CALLBACK_FIELDS["webhook_events"][1]
     scenario: str = Field(min_length=1)
     wait: bool = Field(True, description="Answer once the video is ready (bounded by timeout_s)")
     timeout_s: float = Field(DEFAULT_REGENERATE_TIMEOUT_S, gt=0, le=3600)
@@ -76,13 +82,15 @@ class RegenerateScene(CleanText):
         return value.strip()
 
 
-def session_body(session: SceneSession) -> dict[str, Any]:
+def session_body(session: SceneSession, links: Links) -> dict[str, Any]:
     return {
         "session_id": session.id,
         "scenes": [s.model_dump() for s in session.scenes],
         "params": session.params,
         "job_id": session.batch_id,
-        "scene_videos": [v.model_dump() for v in session.scene_videos],
+        "scene_videos": [
+            v.model_dump() | {"video_url": links.url(v.video_url)} for v in session.scene_videos
+        ],
         "created_at": session.created_at.isoformat(),
         "updated_at": session.updated_at.isoformat(),
     }
@@ -97,7 +105,7 @@ def overall_word(tally: Tally) -> str:
     return "generating" if tally.outcome == "running" else tally.outcome
 
 
-def scene_status(scenario: str, job: Job | None) -> dict[str, Any]:
+def scene_status(scenario: str, job: Job | None, links: Links) -> dict[str, Any]:
     word = scene_word(job)
     error = None
     if word == "failed":
@@ -106,9 +114,10 @@ def scene_status(scenario: str, job: Job | None) -> dict[str, Any]:
         "scenario": scenario,
         "status": word,
         "progress": 0 if job is None else (100 if word == "completed" else int(job.progress)),
-        "video_url": output_url(job) if job is not None else None,
+        "video_url": links.maybe(output_url(job) if job is not None else None),
         "error": error,
         "job_id": job.id if job is not None else None,
+        **links.signed(output_url(job) if job else None, job.client_key if job else None),
     }
 
 
@@ -127,17 +136,20 @@ def build(registry: WorkflowRegistry, default_workflow: str) -> APIRouter:
         body: create_session_body,  # type: ignore[valid-type]
         batches: BatchesDep,
         caller: Caller,
+        links: LinksDep,
     ) -> dict[str, Any]:
         """Stores named scene descriptions (in order) and the parameters every scene uses."""
         with SURFACE.errors():
             data = cast(SessionBase, body)
             session = await batches.create_session(data.scene_list(), data.shared(), caller)
-        return session_body(session)
+        return session_body(session, links)
 
     @router.get("/session/{session_id}", summary="A scene session and its videos")
-    async def get_session(session_id: str, batches: BatchesDep, caller: Caller) -> dict[str, Any]:
+    async def get_session(
+        session_id: str, batches: BatchesDep, caller: Caller, links: LinksDep
+    ) -> dict[str, Any]:
         """The scenes, and `scene_videos` once the last generation has finished."""
-        return session_body(await batches.get_session(session_id, caller))
+        return session_body(await batches.get_session(session_id, caller), links)
 
     @router.post("/videos/generate-scenes", summary="Generate every scene of a session in parallel")
     async def generate_scenes(
@@ -146,13 +158,20 @@ def build(registry: WorkflowRegistry, default_workflow: str) -> APIRouter:
         services: ServicesDep,
         batches: BatchesDep,
         caller: Caller,
+        links: LinksDep,
     ) -> Any:
         """One job per scene, spread over the GPUs; follow it on `/api/videos/status/{job_id}`.
         `Prefer: wait=N` (or `?wait=N`): that status once every scene has ended (200), or
         after N s (202)."""
         requested_wait(request, services.settings.max_wait_s)
-        batch = await batches.generate_scenes(
-            body.session_id, caller, max_active=job_limit(services)
+        batch = await with_callbacks(
+            services,
+            links,
+            body,
+            lambda: batches.generate_scenes(
+                body.session_id, caller, max_active=job_limit(services)
+            ),
+            lambda batch: [item.job_id for item in batch.items],
         )
         answer = {
             "success": True,
@@ -161,7 +180,7 @@ def build(registry: WorkflowRegistry, default_workflow: str) -> APIRouter:
         }
 
         async def view() -> dict[str, Any]:
-            return await generation_status(batches, batch)
+            return await generation_status(batches, batch, links)
 
         return await created_answer(
             request,
@@ -169,30 +188,34 @@ def build(registry: WorkflowRegistry, default_workflow: str) -> APIRouter:
             [item.job_id for item in batch.items],
             answer=answer,
             view=view,
-            location=f"/api/videos/status/{batch.id}",
+            location=links.url(f"/api/videos/status/{batch.id}"),
         )
 
     @router.get("/videos/status/{job_id}", summary="Status of every scene of a generation")
-    async def scenes_status(job_id: str, batches: BatchesDep, caller: Caller) -> dict[str, Any]:
+    async def scenes_status(
+        job_id: str, batches: BatchesDep, caller: Caller, links: LinksDep
+    ) -> dict[str, Any]:
         """overall_status generating, completed, failed or partial; one entry per scene."""
-        return await generation_status(batches, await batches.get(job_id, caller))
+        return await generation_status(batches, await batches.get(job_id, caller), links)
 
-    async def generation_status(batches: BatchService, batch: Batch) -> dict[str, Any]:
+    async def generation_status(
+        batches: BatchService, batch: Batch, links: Links
+    ) -> dict[str, Any]:
         jobs = await batches.jobs_of(batch)
         await batches.sync_session(batch, jobs)
         tally = Tally.of(jobs)
         overall = overall_word(tally)
+        final = f"/api/videos/final/{batch.id}" if overall in ("completed", "partial") else None
         return {
             "job_id": batch.id,
             "session_id": batch.session_id,
             "overall_status": overall,
             "scenes": [
-                scene_status(item.label or str(i), job)
+                scene_status(item.label or str(i), job, links)
                 for i, (item, job) in enumerate(zip(batch.items, jobs, strict=True))
             ],
-            "final_video_url": f"/api/videos/final/{batch.id}"
-            if overall in ("completed", "partial")
-            else None,
+            "final_video_url": links.maybe(final),
+            **links.signed(final, batch.client_key, prefix="final_video_"),
         }
 
     @router.post(
@@ -204,12 +227,22 @@ def build(registry: WorkflowRegistry, default_workflow: str) -> APIRouter:
         },
     )
     async def regenerate_scene(
-        body: RegenerateScene, services: ServicesDep, batches: BatchesDep, caller: Caller
+        body: RegenerateScene,
+        services: ServicesDep,
+        batches: BatchesDep,
+        caller: Caller,
+        links: LinksDep,
     ) -> Any:
         """A new video for one scene from its description, in the scene's place. Waits for it
         (up to `timeout_s`) unless `wait` is false; a 202 then carries the job id to follow."""
-        batch, job = await batches.regenerate_scene(
-            body.session_id, body.scenario, caller, max_active=job_limit(services)
+        batch, job = await with_callbacks(
+            services,
+            links,
+            body,
+            lambda: batches.regenerate_scene(
+                body.session_id, body.scenario, caller, max_active=job_limit(services)
+            ),
+            lambda created: [created[1].id],
         )
         pending = {
             "success": True,
@@ -218,7 +251,7 @@ def build(registry: WorkflowRegistry, default_workflow: str) -> APIRouter:
             "job_id": batch.id,
             "scene_job_id": job.id,
             "video_url": None,
-            "status_url": f"/api/videos/status/{batch.id}",
+            "status_url": links.url(f"/api/videos/status/{batch.id}"),
         }
         if not body.wait:
             return JSONResponse(pending, status_code=202)
@@ -247,7 +280,8 @@ def build(registry: WorkflowRegistry, default_workflow: str) -> APIRouter:
         return {
             "success": True,
             "message": f"Video regenerated successfully for {body.scenario}",
-            "video_url": output_url(job),
+            "video_url": links.maybe(output_url(job)),
+            **links.signed(output_url(job), job.client_key),
             "scenario": body.scenario,
             "job_id": batch.id,
             "scene_job_id": job.id,

@@ -44,6 +44,7 @@ from proxy.api.deps import (
 )
 from proxy.api.errors import SeedRoute
 from proxy.api.health import run_problems
+from proxy.api.links import Links, LinksDep
 from proxy.api.surface import Surface, SurfaceBody
 from proxy.api.waiting import created_answer, requested_wait, status_answer
 from proxy.auth import Principal
@@ -111,12 +112,14 @@ def iso_z(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-async def _answer(request: Request, services: Services, job: Job, notes: list[str]) -> Any:
+async def _answer(
+    request: Request, services: Services, links: Links, job: Job, notes: list[str]
+) -> Any:
     """The seed's "started" answer; with `Prefer: wait=N`, the job's status once it has
     ended (200) or after N s (202)."""
 
     async def view() -> dict[str, Any]:
-        return job_body(await services.jobs.get(job.id))
+        return job_body(await services.jobs.get(job.id), links)
 
     return await created_answer(
         request,
@@ -124,7 +127,7 @@ async def _answer(request: Request, services: Services, job: Job, notes: list[st
         [job.id],
         answer=_started(job, notes),
         view=view,
-        location=f"/api/v1/job/{job.id}",
+        location=links.url(f"/api/v1/job/{job.id}"),
     )
 
 
@@ -172,15 +175,17 @@ def _frames_note(requested: int, used: int) -> list[str]:
     return [f"num_frames {requested} → {used}: the model makes 4k+1 frames"]
 
 
-def job_body(job: Job) -> dict[str, Any]:
-    """A job in the seed's shape, plus `output_url`, `progress` and `seed`."""
+def job_body(job: Job, links: Links) -> dict[str, Any]:
+    """A job in the seed's shape, plus `output_url`, `progress` and `seed` (and with keys
+    configured, `signed_url`)."""
     status = STATUS_WORDS[job.phase]
     body: dict[str, Any] = {"job_id": job.id, "status": status}
     video = job.finished_video
     if video is not None:
         body["message"] = "Generation complete"
         body["output_path"] = f"./outputs/{video.filename}"
-        body["output_url"] = f"/outputs/{video.filename}"
+        body["output_url"] = links.url(f"/outputs/{video.filename}")
+        body |= links.signed(f"/outputs/{video.filename}", job.client_key)
     elif status == "failed":
         body["message"] = f"Error: {job.error or job.message or 'the job was cancelled'}"
     else:
@@ -249,6 +254,7 @@ def build(registry: WorkflowRegistry) -> APIRouter:
         request: Request,
         services: Services,
         caller: Principal,
+        links: Links,
         *,
         workflow: str,
         file_field: str,
@@ -275,21 +281,27 @@ def build(registry: WorkflowRegistry) -> APIRouter:
             values = seed_values(body)
             sized, notes = size(body, upload)
             values.update(sized)
-            job = await SURFACE.create_job(
-                services.jobs,
-                flow.name,
-                values,
-                caller,
-                max_active=limit,
-                inputs=form.files,
-                request={
-                    **body.model_dump(exclude_unset=True),
-                    file_field: upload.get("original_name"),
-                },
+            record = {
+                **body.model_dump(exclude_unset=True),
+                file_field: upload.get("original_name"),
+            }
+            job = await with_callback(
+                services,
+                links,
+                body,
+                lambda: SURFACE.create_job(
+                    services.jobs,
+                    flow.name,
+                    values,
+                    caller,
+                    max_active=limit,
+                    inputs=form.files,
+                    request=record,
+                ),
             )
         if kind == "video":
             notes = _v2v_note(job)
-        return await _answer(request, services, job, notes + regime_notes(flow, values))
+        return await _answer(request, services, links, job, notes + regime_notes(flow, values))
 
     @router.get("/health", summary="Health check")
     async def health(services: ServicesDep) -> dict[str, Any]:
@@ -330,6 +342,7 @@ def build(registry: WorkflowRegistry) -> APIRouter:
         request: Request,
         services: ServicesDep,
         caller: Caller,
+        links: LinksDep,
     ) -> Any:
         """Queue a text-to-video job; poll `/api/v1/job/{job_id}`. `num_frames` N gives the
         largest 4k+1 frames not above N (64 → 61)."""
@@ -341,6 +354,7 @@ def build(registry: WorkflowRegistry) -> APIRouter:
         values["length"] = frames_4k1(requested)
         job = await with_callback(
             services,
+            links,
             data,
             lambda: SURFACE.create_job(
                 services.jobs,
@@ -352,7 +366,7 @@ def build(registry: WorkflowRegistry) -> APIRouter:
             ),
         )
         notes = _frames_note(requested, values["length"]) + regime_notes(t2v, values)
-        return await _answer(request, services, job, notes)
+        return await _answer(request, services, links, job, notes)
 
     def upload_route(
         path: str,
@@ -379,15 +393,18 @@ def build(registry: WorkflowRegistry) -> APIRouter:
             f"{kind.title()}ToVideo",
             doc=description,
             exclude=(file_field,),
-            fields={"seed": SEED_FIELD, **fields},
+            fields={"seed": SEED_FIELD, **fields, **CALLBACK_FIELDS},
             defaults={k: v for k, v in SEED_DEFAULTS.items() if k not in fields},
         )
 
-        async def create(request: Request, services: ServicesDep, caller: Caller) -> Any:
+        async def create(
+            request: Request, services: ServicesDep, caller: Caller, links: LinksDep
+        ) -> Any:
             return await create_with_upload(
                 request,
                 services,
                 caller,
+                links,
                 workflow=workflow,
                 file_field=file_field,
                 kind=kind,
@@ -439,12 +456,12 @@ def build(registry: WorkflowRegistry) -> APIRouter:
 
     @router.get("/api/v1/job/{job_id}", summary="Get job status")
     async def get_job(
-        job_id: str, request: Request, services: ServicesDep, caller: Caller
+        job_id: str, request: Request, services: ServicesDep, caller: Caller, links: LinksDep
     ) -> dict[str, Any]:
         """Status (pending/processing/completed/failed), message, and the output when done.
         `?wait=N` (or `Prefer: wait=N`): answer once the status changes, or after N s."""
         job = await services.jobs.get(job_id, caller)
-        return job_body(await status_answer(request, services, job))
+        return job_body(await status_answer(request, services, job), links)
 
     @router.get("/api/v1/models", summary="List models")
     async def list_models(services: ServicesDep, presence: PresenceDep) -> dict[str, Any]:

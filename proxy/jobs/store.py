@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,6 +22,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from proxy.db import Database, JSONType, metadata
 from proxy.jobs.models import Job, JobStatus
@@ -97,6 +98,9 @@ def _column_values(fields: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
+# Work done inside the transaction of a job's update (`JobStore.update`).
+Within = Callable[[AsyncConnection, Job], Awaitable[None]]
+
 # Jobs kept in memory by id: the most recently read or written (a status poll is then
 # served without a database round trip).
 CACHE_SIZE = 2000
@@ -166,12 +170,15 @@ class JobStore:
         *,
         expect: Sequence[JobStatus] | None = None,
         expect_prompt_id: str | None = None,
+        within: Within | None = None,
         **fields: Any,
     ) -> Job | None:
         """Set fields; with `expect`, only while the job is in one of those states.
 
         Returns the updated job, or None when the condition did not hold (another writer won:
         a stop beat a completion, say), so late events never overwrite a newer state.
+        `within(conn, job)` runs in the same transaction once the row is written (what must
+        be recorded with it or not at all: the callbacks of a job's end).
         """
         fields.setdefault("updated_at", utcnow())
         conditions = [jobs_table.c.id == job_id]
@@ -186,6 +193,8 @@ class JobStore:
             if result.rowcount == 0:
                 return None
             row = (await conn.execute(select(jobs_table).where(jobs_table.c.id == job_id))).first()
+            if row is not None and within is not None:
+                await within(conn, _from_row(row))
         if row is None:
             self._forget(job_id)
             return None

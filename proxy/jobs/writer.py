@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from proxy.jobs.bus import EventBus
 from proxy.jobs.models import ACTIVE, Job, JobStatus
@@ -29,11 +30,17 @@ class JobObserver(Protocol):
     async def deleted(self, job: Job) -> None: ...
 
 
+# What is written in the transaction that records a job's end, so the two are one (the
+# webhook outbox's rows): `(conn, job)`, the job as it ends.
+EndRecord = Callable[[AsyncConnection, Job], Awaitable[None]]
+
+
 class JobWriter:
     def __init__(self, store: JobStore, bus: EventBus) -> None:
         self.store = store
         self.bus = bus
         self.observers: list[JobObserver] = []
+        self.end_records: list[EndRecord] = []
         # The last progress of each running job not yet written (see `progress`), and the
         # jobs last written as running: progress of any other is never shown.
         self.live: dict[str, Job] = {}
@@ -88,8 +95,14 @@ class JobWriter:
             # would carry a later time than the write's and hide it from every live view).
             # If the write does not take, the next progress write marks it running again.
             self.running.discard(job_id)
+        status = fields.get("status")
+        ending = isinstance(status, JobStatus) and status.finished and self.end_records
         job = await self.store.update(
-            job_id, expect=expect, expect_prompt_id=expect_prompt_id, **fields
+            job_id,
+            expect=expect,
+            expect_prompt_id=expect_prompt_id,
+            within=self._record_end if ending else None,
+            **fields,
         )
         if job is None:
             return None
@@ -111,6 +124,16 @@ class JobWriter:
             if job.status.finished:
                 self._tell_finished(job)
         return job
+
+    async def _record_end(self, conn: AsyncConnection, job: Job) -> None:
+        """Each end record, in a savepoint of the end's transaction: one that fails is
+        logged and undone, and the end is still written (a job always ends)."""
+        for record in self.end_records:
+            try:
+                async with conn.begin_nested():
+                    await record(conn, job)
+            except Exception:
+                log.exception("job %s: what its end also records was not written", job.id)
 
     def _tell_finished(self, job: Job) -> None:
         for observer in self.observers:

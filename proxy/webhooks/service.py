@@ -2,22 +2,21 @@
 
 Where the events come from:
 
-- a job's end (completed, failed, cancelled) from the job writer, as a `JobObserver`: told of
-  every end once the store has it, on every path that ends a job; `finished` only starts the
-  enqueueing (it must not block the writer), and the lifespan's close waits for what it
-  started;
+- a job's end (completed, failed, cancelled) from the job writer: its outbox rows are
+  written in the transaction that records the end (`record_end`, one of the writer's end
+  records), so no end is recorded without its callbacks, whatever path ended the job and
+  whenever the process dies; `finished` (the writer's observer) then wakes the sender;
 - `job.started` and `job.progress` from the event bus (the same stream the SSE clients
   read), followed by one task; only jobs some target asked these of cost anything, and
   progress is sent at most every WEBHOOK_PROGRESS_INTERVAL_S per job.
 
 Every event goes to WEBHOOK_URL (when set) and to each target its create call named
-(`subscribe`). A deleted job's targets are deleted with it, and its finished deliveries; the
-pending ones are still delivered (a job deleted while it ran still tells its receiver it was
-cancelled), then pruned with the rest a week after their event.
+(`subscribe`). A payload's URLs are absolute: under PUBLIC_URL, else under the address of the
+create call that named the target (for WEBHOOK_URL, the address the proxy listens on).
 
-Known gap: the outbox row of a job's end is written just after the job's row, not in the same
-transaction (that needs the job writer's transaction): a proxy killed in between loses
-that one callback.
+A deleted job's targets are deleted with it, and its finished deliveries; the pending ones
+are still delivered (a job deleted while it ran still tells its receiver it was cancelled),
+then pruned with the rest a week after their event.
 """
 
 from __future__ import annotations
@@ -29,7 +28,7 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -37,6 +36,7 @@ from typing import Any
 
 import httpx
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from proxy.db import Database
 from proxy.errors import InvalidInput, NotFound
@@ -61,7 +61,8 @@ from proxy.webhooks.targets import (
 
 log = logging.getLogger("proxy.webhooks")
 
-Render = Callable[[Job], dict[str, Any]]
+# The job as a payload shows it, its URLs under the given address.
+Render = Callable[[Job, str], dict[str, Any]]
 
 TERMINAL_OF = {
     JobStatus.COMPLETED: COMPLETED,
@@ -116,13 +117,15 @@ class WebhookService:
         self.bus = bus
         self.render = render
         self.global_target = self._global_target(settings)
+        # Where payload URLs point when neither PUBLIC_URL nor the target says.
+        host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+        self.default_base = f"http://{host}:{settings.port}"
         self.signer = self._signer(settings)
         self.backoff = Backoff(settings.webhook_retry_min_s, settings.webhook_retry_max_s)
         self.horizon = timedelta(seconds=settings.webhook_retry_horizon_s)
         self.outbox: Outbox | None = None
         self._stack = AsyncExitStack()
         self._follower: asyncio.Task[None] | None = None
-        self._enqueueing: set[asyncio.Task[None]] = set()
         self._followed: OrderedDict[str, _Followed] = OrderedDict()
 
     @staticmethod
@@ -166,26 +169,23 @@ class WebhookService:
         )
         if self.global_target is not None:
             await self.signer.secret()  # made (and its file logged) now, not mid-delivery
+            if not self.settings.public_url:
+                log.warning(
+                    "WEBHOOK_URL is set without PUBLIC_URL: its payloads' URLs are under %s; "
+                    "set PUBLIC_URL to the address receivers can reach",
+                    self.default_base,
+                )
         self.outbox.start()
         self._follower = asyncio.create_task(self._follow(events), name="webhook-events")
 
     async def close(self) -> None:
-        """Finish the enqueueing under way (the rows are then durable), then stop."""
-        if self._enqueueing:
-            await asyncio.wait(set(self._enqueueing), timeout=self.settings.webhook_timeout_s)
-        tasks = [t for t in (self._follower, *self._enqueueing) if t is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._follower = None
+        if self._follower is not None:
+            self._follower.cancel()
+            await asyncio.gather(self._follower, return_exceptions=True)
+            self._follower = None
         if self.outbox is not None:
             await self.outbox.close()
         await self._stack.aclose()
-
-    async def idle(self) -> None:
-        """Until every enqueueing started so far has ended (tests bound this wait)."""
-        while pending := [t for t in self._enqueueing if not t.done()]:
-            await asyncio.wait(pending)
 
     # -- what the surfaces call --------------------------------------------------------------
 
@@ -202,14 +202,17 @@ class WebhookService:
         check_url(url, field, self.settings.webhook_allowed_hosts)
         extra_events(events, events_field)
 
-    async def subscribe(self, job_id: str, url: str, events: list[str] | None) -> None:
+    async def subscribe(
+        self, job_id: str, url: str, events: list[str] | None, base: str | None = None
+    ) -> None:
         """Send this job's events to `url` too (terminal ones, plus job.started and
-        job.progress if asked); checked as `check_target` does. A job that has already ended
-        (or started) by now is told so at once: the subscriber does not miss it."""
+        job.progress if asked), their URLs under `base` (unless PUBLIC_URL is set); checked
+        as `check_target` does. A job that has already ended (or started) by now is told so
+        at once: the subscriber does not miss it."""
         self.check_target(url, events)
         if await self.jobs.get(job_id) is None:
             raise NotFound(f"no job with id {job_id!r}")
-        target = Target(url, extra_events(events, "webhook_events"))
+        target = Target(url, extra_events(events, "webhook_events"), base)
         await self.store.save_target(job_id, target, utcnow())
         followed = self._followed.get(job_id)
         if followed is not None:
@@ -255,10 +258,15 @@ class WebhookService:
     # -- the job writer's observer ------------------------------------------------------------
 
     def finished(self, job: Job) -> None:
-        """The job has just been recorded completed, failed or cancelled."""
+        """The job has just been recorded completed, failed or cancelled (its rows with it)."""
+        self._wake()
+
+    async def record_end(self, conn: AsyncConnection, job: Job) -> None:
+        """The outbox rows of a job's end, in the transaction that records it."""
         event = TERMINAL_OF.get(job.status)
         if event is not None:
-            self._spawn(self._on_finished(job, event))
+            targets = await self._targets(job.id, conn)
+            await self.store.enqueue(self._rows(job, event, targets), conn)
 
     async def deleted(self, job: Job) -> None:
         self._followed.pop(job.id, None)
@@ -266,18 +274,6 @@ class WebhookService:
             await self.store.forget_job(job.id)
         except SQLAlchemyError as exc:
             log.warning("webhooks: the targets of deleted job %s were kept: %s", job.id, exc)
-
-    async def _on_finished(self, job: Job, event: str) -> None:
-        try:
-            targets = await self._targets(job.id)
-            await self._enqueue(job, event, targets)
-        except SQLAlchemyError as exc:
-            log.error("webhooks: %s of job %s not enqueued (lost): %s", event, job.id, exc)
-
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(work, name="webhook-enqueue")
-        self._enqueueing.add(task)
-        task.add_done_callback(self._enqueueing.discard)
 
     # -- the bus follower ----------------------------------------------------------------------
 
@@ -320,8 +316,8 @@ class WebhookService:
 
     # -- enqueueing ----------------------------------------------------------------------------
 
-    async def _targets(self, job_id: str) -> list[Target]:
-        mine = await self.store.targets_of(job_id)
+    async def _targets(self, job_id: str, conn: AsyncConnection | None = None) -> list[Target]:
+        mine = await self.store.targets_of(job_id, conn)
         if self.global_target is None:
             return mine
         return [self.global_target, *(t for t in mine if t.url != self.global_target.url)]
@@ -331,21 +327,36 @@ class WebhookService:
     ) -> None:
         """One outbox row per target for this event of the job, written before any attempt.
         `unique`: every call is a new event (progress); otherwise one per job attempt."""
-        if not targets:
-            return
+        rows = self._rows(job, event, targets, unique=unique)
+        if rows:
+            await self.store.enqueue(rows)
+            self._wake()
+
+    def _rows(
+        self, job: Job, event: str, targets: Sequence[Target], *, unique: bool = False
+    ) -> list[dict[str, Any]]:
         now = utcnow()
         key = f"{job.attempt}:{event}" + (f":{uuid.uuid4().hex}" if unique else "")
-        body = json.dumps(
-            {"type": event, "timestamp": timestamp_text(now), "data": self.render(job)},
-            separators=(",", ":"),
-        )
-        rows = [
+        bodies: dict[str, str] = {}
+
+        def body(target: Target) -> str:
+            base = self.settings.public_url or target.base or self.default_base
+            if base not in bodies:
+                data = {
+                    "type": event,
+                    "timestamp": timestamp_text(now),
+                    "data": self.render(job, base),
+                }
+                bodies[base] = json.dumps(data, separators=(",", ":"))
+            return bodies[base]
+
+        return [
             {
                 "id": delivery_id(job.id, key, target.url),
                 "job_id": job.id,
                 "target_url": target.url,
                 "event": event,
-                "payload": body,
+                "payload": body(target),
                 "status": DeliveryStatus.PENDING.value,
                 "attempts": 0,
                 "attempt_log": [],
@@ -355,8 +366,6 @@ class WebhookService:
             }
             for target in targets
         ]
-        await self.store.enqueue(rows)
-        self._wake()
 
     def _wake(self) -> None:
         if self.outbox is not None:

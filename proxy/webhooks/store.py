@@ -43,6 +43,9 @@ targets_table = Table(
     # The optional events asked for (job.started, job.progress); terminal ones always go.
     Column("events", JSONType, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # The address the create call came to: the payload's URLs are absolute under it (unless
+    # PUBLIC_URL is set). Null for rows older than this column.
+    Column("base_url", String(2048)),
 )
 
 deliveries_table = Table(
@@ -82,6 +85,8 @@ class DeliveryStatus(str, enum.Enum):
 class Target:
     url: str
     events: tuple[str, ...]  # the optional events it asked for
+    # The address its payloads' URLs are under (PUBLIC_URL, when set, wins).
+    base: str | None = None
 
     def wants(self, event: str) -> bool:
         return event in self.events
@@ -163,15 +168,23 @@ class WebhookStore:
             )
             await conn.execute(
                 targets_table.insert().values(
-                    job_id=job_id, url=target.url, events=list(target.events), created_at=now
+                    job_id=job_id,
+                    url=target.url,
+                    events=list(target.events),
+                    created_at=now,
+                    base_url=target.base,
                 )
             )
 
-    async def targets_of(self, job_id: str) -> list[Target]:
+    async def targets_of(self, job_id: str, conn: AsyncConnection | None = None) -> list[Target]:
+        """A job's targets (read in `conn`, a transaction under way, when given)."""
         query = select(targets_table).where(targets_table.c.job_id == job_id)
-        async with self.db.engine.connect() as conn:
+        if conn is not None:
             rows = (await conn.execute(query)).all()
-        return [Target(row.url, tuple(row.events)) for row in rows]
+        else:
+            async with self.db.engine.connect() as own:
+                rows = (await own.execute(query)).all()
+        return [Target(row.url, tuple(row.events), row.base_url) for row in rows]
 
     async def forget_job(self, job_id: str) -> None:
         """A deleted job: its targets and its finished deliveries go; pending ones stay until
@@ -187,12 +200,18 @@ class WebhookStore:
 
     # -- the outbox ------------------------------------------------------------------------
 
-    async def enqueue(self, rows: Sequence[dict[str, Any]]) -> None:
+    async def enqueue(
+        self, rows: Sequence[dict[str, Any]], conn: AsyncConnection | None = None
+    ) -> None:
         """Insert new pending deliveries (each a full row); ones already there (the same id)
-        are left as they are."""
-        if rows:
-            async with self.db.transaction() as conn:
-                await conn.execute(_insert_ignoring_duplicates(conn, deliveries_table), rows)
+        are left as they are. In `conn`, a transaction under way, when given."""
+        if not rows:
+            return
+        if conn is not None:
+            await conn.execute(_insert_ignoring_duplicates(conn, deliveries_table), rows)
+            return
+        async with self.db.transaction() as own:
+            await own.execute(_insert_ignoring_duplicates(own, deliveries_table), rows)
 
     async def due(self, now: datetime, limit: int, busy: Sequence[str]) -> list[Delivery]:
         """Up to `limit` pending deliveries due by `now`, the longest due first, leaving out

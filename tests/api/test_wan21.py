@@ -214,7 +214,10 @@ async def test_text_to_video_maps_the_seed_fields_and_completes(api: Api) -> Non
     job = await follow(api, body["job_id"], {"completed", "failed"})
     assert job["status"] == "completed" and job["message"] == "Generation complete"
     name = f"{body['job_id']}.mp4"
-    assert job["output_path"] == f"./outputs/{name}" and job["output_url"] == f"/outputs/{name}"
+    assert (
+        job["output_path"] == f"./outputs/{name}"
+        and job["output_url"] == f"{api.client.base_url}/outputs/{name}"
+    )
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", job["created_at"])
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", job["updated_at"])
     assert job["num_frames"] == 9 and job["progress"] == 100

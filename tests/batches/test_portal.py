@@ -98,7 +98,7 @@ async def test_batch_status_vocabulary_counts_and_zip(offline):
     assert status["message"] == "Completed: 1/3"
     words = [(j["status"], j["progress"], j["video_url"]) for j in status["jobs"]]
     assert words == [
-        ("complete", 100, f"/api/videos/{ids[0]}"),
+        ("complete", 100, f"{client.base_url}/api/videos/{ids[0]}"),
         ("failed", 30, None),
         ("failed", 0, None),
     ]
@@ -133,7 +133,7 @@ async def test_single_video_status_and_video_by_id_or_file_name(offline):
         "status": "complete",
         "message": "Video generation complete",
         "progress": 100,
-        "video_url": f"/api/videos/{job_id}",
+        "video_url": f"{client.base_url}/api/videos/{job_id}",
     }
     whole = await client.get(status["video_url"])
     assert whole.status_code == 200 and whole.headers["content-type"] == "video/mp4"

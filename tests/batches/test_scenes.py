@@ -68,7 +68,7 @@ async def test_generate_status_partial_scene_videos_and_final(offline):
         "scenario": "hook",
         "status": "completed",
         "progress": 100,
-        "video_url": f"/outputs/{jobs['hook']}.mp4",
+        "video_url": f"{client.base_url}/outputs/{jobs['hook']}.mp4",
         "error": None,
         "job_id": jobs["hook"],
     }
@@ -82,14 +82,18 @@ async def test_generate_status_partial_scene_videos_and_final(offline):
     await offline.complete(jobs["cta"], frames=13, width=96, height=32)
     status = (await client.get(f"/api/videos/status/{batch_id}")).json()
     assert status["overall_status"] == "partial"
-    assert status["final_video_url"] == f"/api/videos/final/{batch_id}"
+    assert status["final_video_url"] == f"{client.base_url}/api/videos/final/{batch_id}"
     failed = next(s for s in status["scenes"] if s["scenario"] == "problem")
     assert failed["status"] == "failed" and failed["error"] == "decoder exploded"
 
     session = (await client.get(f"/api/session/{session_id}")).json()
     assert session["job_id"] == batch_id
     assert session["scene_videos"] == [
-        {"scenario": name, "video_url": f"/outputs/{jobs[name]}.mp4", "job_id": jobs[name]}
+        {
+            "scenario": name,
+            "video_url": f"{client.base_url}/outputs/{jobs[name]}.mp4",
+            "job_id": jobs[name],
+        }
         for name in ("hook", "solution", "cta")
     ]
 

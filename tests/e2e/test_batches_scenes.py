@@ -221,8 +221,9 @@ async def test_scenes_generate_regenerate_and_join(standin, make_settings, tmp_p
         assert len(broken) == 1 and "scene broke" in by_name[broken[0]]["error"]
         for scene in status["scenes"]:
             if scene["status"] == "completed":
-                assert scene["progress"] == 100 and scene["video_url"].startswith("/outputs/")
-                name = scene["video_url"].removeprefix("/outputs/")
+                outputs = f"{client.base_url}/outputs/"
+                assert scene["progress"] == 100 and scene["video_url"].startswith(outputs)
+                name = scene["video_url"].removeprefix(outputs)
                 assert (await client.get(f"/api/videos/{name}")).status_code == 200
         videos = (await client.get(f"/api/session/{session_id}")).json()["scene_videos"]
         assert [v["scenario"] for v in videos] == [n for n in SCENES if n not in broken]
@@ -236,7 +237,7 @@ async def test_scenes_generate_regenerate_and_join(standin, make_settings, tmp_p
         body = r.json()
         assert body["success"] is True and body["scenario"] == broken[0]
         assert body["message"] == f"Video regenerated successfully for {broken[0]}"
-        assert body["video_url"].startswith("/outputs/")
+        assert body["video_url"].startswith(f"{client.base_url}/outputs/")
         status = (await client.get(f"/api/videos/status/{batch_id}")).json()
         assert status["overall_status"] == "completed"
         videos = (await client.get(f"/api/session/{session_id}")).json()["scene_videos"]

@@ -39,7 +39,10 @@ async def test_generate_progress_download_delete(client, proxy, standin, tmp_pat
 
     status = (await client.get(f"/status/{job_id}")).json()
     assert status["status"] == "completed" and status["progress"] == 100
-    assert status["video_ready"] is True and status["download_url"] == f"/download/{job_id}"
+    assert (
+        status["video_ready"] is True
+        and status["download_url"] == f"{client.base_url}/download/{job_id}"
+    )
     assert status["seed"] == 123456 and status["error"] is None
 
     video = await client.get(f"/download/{job_id}")

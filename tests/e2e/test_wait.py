@@ -25,7 +25,7 @@ async def test_a_job_that_ends_within_the_wait_is_answered_whole(client):
 
     native = await client.post("/api/jobs?wait=30", json={"prompt": "native", **NATIVE_SMALL})
     assert native.status_code == 200 and native.json()["status"] == "completed"
-    assert native.json()["video_url"] == f"/api/jobs/{native.json()['id']}/video"
+    assert native.json()["video_url"] == f"{client.base_url}/api/jobs/{native.json()['id']}/video"
 
 
 async def test_a_job_still_running_when_the_wait_ends_is_a_202_with_its_location(client):
@@ -35,7 +35,7 @@ async def test_a_job_still_running_when_the_wait_ends_is_a_202_with_its_location
     )
     assert answer.status_code == 202, answer.text
     job_id = answer.json()["job_id"]
-    assert answer.headers["location"] == f"/status/{job_id}"
+    assert answer.headers["location"] == f"{client.base_url}/status/{job_id}"
     assert int(answer.headers["retry-after"]) > 0
     assert answer.json()["status"] in ("queued", "processing")
 
@@ -104,4 +104,5 @@ async def test_a_batch_and_the_other_surfaces_wait_the_same_way(client):
         json={"prompt": "not yet", **SMALL},
     )
     assert single.status_code == 202
-    assert single.headers["location"] == f"/api/video/status/{single.json()['job_id']}"
+    location = f"{client.base_url}/api/video/status/{single.json()['job_id']}"
+    assert single.headers["location"] == location

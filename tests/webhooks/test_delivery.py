@@ -41,7 +41,6 @@ async def settled(server: ProxyServer, job_id: str) -> list[Any]:
     """The job's deliveries once none is pending any more."""
     hooks = webhooks(server)
     async with asyncio.timeout(WAIT_S):
-        await hooks.idle()
         return await hooks.settled(job_id)
 
 
@@ -57,7 +56,9 @@ async def test_a_finished_job_is_delivered_signed(
         datetime.fromisoformat(payload["timestamp"])
         job = (await client.get(f"/api/jobs/{job_id}")).json()
         assert payload["data"]["id"] == job_id and payload["data"]["status"] == "completed"
-        assert payload["data"]["video_url"] == job["video_url"] == f"/api/jobs/{job_id}/video"
+        # Absolute, under the address the proxy listens on (no PUBLIC_URL, no create call).
+        video_url = f"{server.url}/api/jobs/{job_id}/video"
+        assert payload["data"]["video_url"] == job["video_url"] == video_url
         assert call.path == "/hooks/all"
         assert call.id.startswith("msg_")
         assert call.headers["Content-Type"] == "application/json"

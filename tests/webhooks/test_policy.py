@@ -30,7 +30,7 @@ def service(tmp_path: Path, **settings: object) -> WebhookService:
         db=None,  # type: ignore[arg-type]
         jobs=None,  # type: ignore[arg-type]
         bus=EventBus(),
-        render=lambda job: {},
+        render=lambda job, base: {},
     )
 
 

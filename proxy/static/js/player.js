@@ -16,7 +16,10 @@ function durationText(seconds) {
 }
 
 function sourceOf(job) {
-  return `${job.video_url}?attempt=${encodeURIComponent(job.attempt ?? 0)}`;
+  // The page's own origin, whatever address the answer's absolute URL names (a reverse proxy
+  // not listed in TRUSTED_PROXIES makes that an inside address).
+  const path = new URL(job.video_url, window.location.href).pathname;
+  return `${path}?attempt=${encodeURIComponent(job.attempt ?? 0)}`;
 }
 
 /** Show the player for a completed job (kept as is if it already plays this attempt). */
