@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from proxy.api.auth import Caller
 from proxy.auth import Principal, SignedUrls
 from proxy.services import services_of
+from proxy.webhooks.service import timestamp_text
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -61,9 +62,9 @@ class ForwardedHeaders:
             return
         headers = dict(scope["headers"])
         scope = dict(scope)
-        proto = headers.get(b"x-forwarded-proto")
-        if proto and _first(proto) in ("http", "https"):
-            secure = _first(proto) == "https"
+        proto = _first(headers.get(b"x-forwarded-proto", b""))
+        if proto in ("http", "https"):
+            secure = proto == "https"
             if scope["type"] == "websocket":
                 scope["scheme"] = "wss" if secure else "ws"
             else:
@@ -81,10 +82,6 @@ class ForwardedHeaders:
             if hops:
                 scope["client"] = (hops[-1], 0)
         await self.app(scope, receive, send)
-
-
-def _iso(unix: int) -> str:
-    return datetime.fromtimestamp(unix, UTC).isoformat().replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
@@ -117,7 +114,9 @@ class Links:
             return {f"{prefix}signed_url": None, f"{prefix}signed_url_expires_at": None}
         return {
             f"{prefix}signed_url": self.base + signed.url,
-            f"{prefix}signed_url_expires_at": _iso(signed.expires_at),
+            f"{prefix}signed_url_expires_at": timestamp_text(
+                datetime.fromtimestamp(signed.expires_at, UTC)
+            ),
         }
 
 

@@ -193,12 +193,13 @@ class JobStore:
             if result.rowcount == 0:
                 return None
             row = (await conn.execute(select(jobs_table).where(jobs_table.c.id == job_id))).first()
-            if row is not None and within is not None:
-                await within(conn, _from_row(row))
-        if row is None:
+            job = _from_row(row) if row is not None else None
+            if job is not None and within is not None:
+                await within(conn, job)
+        if job is None:
             self._forget(job_id)
             return None
-        return self._keep(_from_row(row))
+        return self._keep(job)
 
     async def delete(self, job_id: str) -> bool:
         self._forget(job_id)

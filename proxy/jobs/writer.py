@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from proxy.jobs.bus import EventBus
 from proxy.jobs.models import ACTIVE, Job, JobStatus
-from proxy.jobs.store import JobStore, utcnow
+from proxy.jobs.store import JobStore, Within, utcnow
 
 log = logging.getLogger("proxy.jobs")
 
@@ -30,17 +30,14 @@ class JobObserver(Protocol):
     async def deleted(self, job: Job) -> None: ...
 
 
-# What is written in the transaction that records a job's end, so the two are one (the
-# webhook outbox's rows): `(conn, job)`, the job as it ends.
-EndRecord = Callable[[AsyncConnection, Job], Awaitable[None]]
-
-
 class JobWriter:
     def __init__(self, store: JobStore, bus: EventBus) -> None:
         self.store = store
         self.bus = bus
         self.observers: list[JobObserver] = []
-        self.end_records: list[EndRecord] = []
+        # What is written in the transaction that records a job's end, so the two are one
+        # (the webhook outbox's rows): `(conn, job)`, the job as it ends.
+        self.end_records: list[Within] = []
         # The last progress of each running job not yet written (see `progress`), and the
         # jobs last written as running: progress of any other is never shown.
         self.live: dict[str, Job] = {}
