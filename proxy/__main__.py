@@ -176,11 +176,16 @@ async def up(args: argparse.Namespace, settings: Settings) -> None:
         else:
             standin_dir = settings.data_dir / "standin"
             child = await launch_standin(standin_dir, **standin_timing(args))
+            # The demo follows what is saved in its graph editor (unless told otherwise).
+            follow = (
+                {} if "comfy_workflows" in settings.model_fields_set else {"comfy_workflows": ["*"]}
+            )
             settings = settings_from_args(
                 args,
                 comfyui_urls=[child.url],
                 standin=True,
                 models_dir=settings.models_dir or standin_dir / "models",
+                **follow,
                 **folders_of(child, settings),
             )
         await serve(settings)

@@ -48,6 +48,7 @@ from proxy.services import Services
 from proxy.settings import Settings
 from proxy.webhooks import WebhookService
 from proxy.workflows import WorkflowRegistry, load_registry
+from proxy.workflows.sources import WorkflowSources
 
 log = logging.getLogger("proxy")
 
@@ -140,13 +141,21 @@ async def _start(
     client_id = await stable_client_id(settings.data_dir)
     dispatcher: Dispatcher | None = None
 
+    sources: WorkflowSources | None = None
+
     async def on_state(backend: Backend, state: SocketState) -> None:
+        if sources is not None and state is SocketState.CONNECTED:
+            sources.on_backend_connected(backend)  # its node schemas may have changed
         if dispatcher is not None:
             await dispatcher.on_backend_state(backend, state)
 
     pool = BackendPool.build(settings, http, client_id, on_state)
     metrics.watch(pool)
     stack.push_async_callback(pool.close)
+    # Hot reload of WORKFLOWS_DIR, node schemas from the backends, ComfyUI's saved workflows.
+    sources = WorkflowSources(registry, settings, pool)
+    await sources.start()
+    stack.push_async_callback(sources.close)
     # Takes a job's leftovers out of ComfyUI once it has ended or is deleted; told by the
     # writer, closed before the pool it talks through.
     cleanup = ComfyCleanup(pool, ComfyFolders.from_settings(settings))
@@ -221,6 +230,7 @@ async def _start(
         auth=auth,
         db=db,
         registry=registry,
+        workflow_sources=sources,
         bus=bus,
         pool=pool,
         dispatcher=dispatcher,

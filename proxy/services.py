@@ -27,6 +27,7 @@ from proxy.prompts import PromptTools
 from proxy.settings import Settings
 from proxy.webhooks import WebhookService
 from proxy.workflows import WorkflowRegistry
+from proxy.workflows.sources import WorkflowSources
 
 
 @dataclass
@@ -35,6 +36,8 @@ class Services:
     auth: Auth
     db: Database
     registry: WorkflowRegistry
+    # Hot reload, node schemas from the backends, imports of ComfyUI's saved workflows.
+    workflow_sources: WorkflowSources
     bus: EventBus
     pool: BackendPool
     dispatcher: Dispatcher

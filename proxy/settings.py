@@ -114,6 +114,15 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     workflows_dir: Path = REPO_ROOT / "workflows"
     default_workflow: str = "fastwan_t2v"
+    # Hot reload: files added, changed or removed in WORKFLOWS_DIR take effect without a
+    # restart (a broken edit keeps the last good version serving). `false` reads them once.
+    workflows_watch: bool = True
+    # Workflows saved in the connected ComfyUI (its user folder `workflows/`, what the graph
+    # editor's Save writes) that the proxy follows: each is imported into WORKFLOWS_DIR when
+    # it changes there. Names as saved ("my_flow" for workflows/my_flow.json), or `*` for
+    # every saved workflow that marks parameters. Empty: only POST /api/workflows/import.
+    comfy_workflows: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    comfy_workflows_poll_s: float = Field(2.0, gt=0)
 
     # Set by the launcher when the backend is our stand-in, so every surface can say so.
     standin: bool = False
@@ -215,6 +224,7 @@ class Settings(BaseSettings):
         "webhook_events",
         "webhook_allowed_hosts",
         "trusted_proxies",
+        "comfy_workflows",
         mode="before",
     )
     @classmethod

@@ -105,18 +105,43 @@ class ProxyServer:
     app: object
 
 
+class _StartedServer(uvicorn.Server):
+    """uvicorn's server with an event set once its startup (the app's lifespan) is done."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.up = asyncio.Event()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if not self.should_exit:
+            self.up.set()
+
+
 @asynccontextmanager
 async def proxy_server(settings: Settings) -> AsyncIterator[ProxyServer]:
     """The proxy under uvicorn in this event loop, on a free loopback port."""
     sock = bound_socket()
     port = sock.getsockname()[1]
     settings = settings.model_copy(update={"port": port, "host": "127.0.0.1"})
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except BaseException:
+        sock.close()
+        raise
     # As `proxy up` serves it: X-Forwarded-* believed from TRUSTED_PROXIES only.
     config = uvicorn.Config(app, log_level="warning", lifespan="on", proxy_headers=False)
-    server = uvicorn.Server(config)
+    server = _StartedServer(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
+        # Yield only once the lifespan has run: a test reads app.state.services at once.
+        started = asyncio.create_task(server.up.wait())
+        async with asyncio.timeout(60):
+            await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
+        started.cancel()
+        if task.done():
+            task.result()
+            raise RuntimeError("the proxy stopped while starting")
         yield ProxyServer(f"http://127.0.0.1:{port}", settings, app)
     finally:
         server.should_exit = True

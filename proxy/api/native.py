@@ -4,12 +4,17 @@ the per-job video. Jobs can be created without starting; stop then start is a ne
 A create call is JSON, or multipart/form-data when it carries its input files (the same fields
 as text parts, `params` as a JSON string, the files under their parameter names: `image`,
 `video`). JSON names a file uploaded beforehand by the id `POST /api/uploads` returned.
+
+Making the job (`make_job`) and answering the call (`created`) are shared with the endpoint of
+each workflow (`proxy.api.workflows`), which takes the same body without the renames,
+`model_id` and `params`.
 """
 
 import json
-from typing import Annotated, Any
+from collections.abc import Callable, Collection
+from typing import Annotated, Any, Generic, TypeVar
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field, StrictBool, ValidationError
@@ -24,6 +29,7 @@ from proxy.auth import Principal
 from proxy.errors import InvalidInput, NotFound
 from proxy.jobs.models import Job, JobPhase, JobStatus, phase_of, status_of
 from proxy.media.uploads import MediaKind
+from proxy.modelfiles.presence import ModelPresence
 from proxy.services import Services
 from proxy.workflows import Workflow, WorkflowRegistry
 
@@ -53,7 +59,16 @@ MULTIPART = "multipart/form-data"
 FILE_FIELDS: dict[str, MediaKind] = {"image": "image", "video": "video"}
 
 
-class NativeFields(SurfaceBody):
+class JobOptions(SurfaceBody):
+    """What a create call of the native API or of one workflow's endpoint takes besides the
+    workflow's parameters."""
+
+    start: StrictBool = Field(True, description="false: create the job without starting it")
+    webhook_url: str | None = CALLBACK_FIELDS["webhook_url"][1]
+    webhook_events: WebhookEvents = CALLBACK_FIELDS["webhook_events"][1]
+
+
+class NativeFields(JobOptions):
     """What every native create call takes besides the workflow's parameters."""
 
     model_id: str = Field("fastwan_t2v", description="A workflow id or one of its aliases")
@@ -63,9 +78,6 @@ class NativeFields(SurfaceBody):
     params: dict[str, Any] = Field(
         default_factory=dict, description="Any workflow parameter, under its own name"
     )
-    start: StrictBool = Field(True, description="false: create the job without starting it")
-    webhook_url: str | None = CALLBACK_FIELDS["webhook_url"][1]
-    webhook_events: WebhookEvents = CALLBACK_FIELDS["webhook_events"][1]
 
 
 NATIVE_KEYS = set(NativeFields.model_fields)
@@ -139,10 +151,142 @@ def form_values(fields: dict[str, str]) -> dict[str, Any]:
     return data
 
 
+T = TypeVar("T")
+
+
+class PerWorkflow(Generic[T]):
+    """Something derived from a workflow (its request model, say), made when first asked
+    for and again for each new version: a reload replaces a changed workflow's `Workflow`
+    object, so the cache is keyed by that object's identity (one entry per name)."""
+
+    def __init__(self, make: Callable[[Workflow], T]) -> None:
+        self._make = make
+        self._made: dict[str, tuple[Workflow, T]] = {}
+
+    def __call__(self, flow: Workflow) -> T:
+        held = self._made.get(flow.name)
+        if held is not None and held[0] is flow:
+            return held[1]
+        made = self._make(flow)
+        self._made[flow.name] = (flow, made)
+        return made
+
+
+async def readiness_of(presence: ModelPresence | None) -> dict[str, dict[str, Any]]:
+    """Model-file readiness by workflow name ({} when files cannot be checked)."""
+    return await presence.readiness() if presence is not None else {}
+
+
+def workflow_info(flow: Workflow, readiness: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """A workflow as `/api/models` and `/api/workflows` show it: its description and
+    parameters, and whether ComfyUI has its model files (`ready` null: not known)."""
+    info = flow.describe()
+    info.update(readiness.get(flow.name, {"ready": None}))
+    return info
+
+
+async def make_job(
+    services: Services,
+    caller: Principal,
+    links: Links,
+    *,
+    flow: Workflow,
+    model: type[BaseModel],
+    surface: Surface,
+    own_keys: Collection[str],
+    data: dict[str, Any],
+    files: dict[str, Any],
+) -> Job:
+    """A job of `flow` from a create call: `data` (its fields, validated by `model`), the
+    files sent with it (stored records by parameter name) or upload ids naming files sent
+    before, and `start`, `webhook_url`, `params` where `model` has them. `own_keys`: the
+    fields that are the call's own, not the workflow's parameters. Errors name the fields
+    as `surface`'s client sent them."""
+    try:
+        body = model.model_validate(data)
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]
+        ) from None
+    wanted = {p.name: p for p in flow.file_params}
+    for name in files:
+        if name not in wanted:
+            raise InvalidInput(name, f"{flow.name} takes no {name} file")
+    inputs = dict(files)
+    for name, param in wanted.items():
+        upload_id = getattr(body, name, None)
+        if upload_id and name in inputs:
+            raise InvalidInput(name, "send the file or an upload id, not both")
+        if upload_id:
+            kind: MediaKind = "image" if param.type == "image" else "video"
+            inputs[name] = await services.inputs.copy_for_job(name, upload_id, kind, caller)
+    values = surface.values(body, skip=set(own_keys) | set(wanted))
+    # Any parameter under the workflow's own name, whatever the surface calls it.
+    params: dict[str, Any] = getattr(body, "params", None) or {}
+    values.update(params)
+    # What the client sent (not the defaults): upload ids as given, files sent with the
+    # call by the names they were sent under.
+    request_record = body.model_dump(exclude_unset=True, exclude_none=True)
+    for name, record in files.items():
+        request_record[name] = record.get("original_name")
+    try:
+        return await with_callback(
+            services,
+            links,
+            body,
+            lambda: services.jobs.create(
+                flow.name,
+                values,
+                inputs=inputs,
+                surface=surface.name,
+                client_key=caller.owner,
+                max_active=job_limit(services),
+                start=getattr(body, "start", True),
+                request=request_record,
+            ),
+        )
+    except InvalidInput as exc:
+        # A parameter sent inside `params` keeps the workflow's name it was sent under.
+        if exc.field.split(".")[0] in params:
+            raise
+        raise surface.translate(exc) from None
+
+
+async def created(
+    request: Request, response: Response, services: Services, links: Links, job: Job
+) -> Any:
+    """What a create call answers: the job (201, `Location` of its status), or with
+    `Prefer: wait=N` / `?wait=N` once it has ended (200) or N seconds have passed (202)."""
+    location = links.url(f"/api/jobs/{job.id}")
+    response.headers["Location"] = location
+
+    async def view() -> dict[str, Any]:
+        return job_view(await services.jobs.get(job.id), links)
+
+    return await created_answer(
+        request,
+        services,
+        [job.id],
+        answer=job_view(job, links),
+        view=view,
+        location=location,
+    )
+
+
 def build(registry: WorkflowRegistry, default_workflow: str) -> APIRouter:
     router = APIRouter(prefix="/api", tags=["jobs"])
-    models = {name: create_model_for(registry.get(name)) for name in registry.names()}
-    default_model = models[registry.get(default_workflow).name]
+    models = PerWorkflow(create_model_for)
+    # The documented JSON body is the default workflow's, made again after a reload (the
+    # OpenAPI document is regenerated then: `proxy.api.workflows.WorkflowDocs`).
+    json_body: dict[str, Any] = {}
+
+    def document_default() -> None:
+        flow = registry.find(default_workflow)
+        if flow is not None:
+            json_body["schema"] = models(flow).model_json_schema()
+
+    document_default()
+    registry.listeners.append(document_default)
 
     def workflow_for(model_id: Any) -> Workflow:
         try:
@@ -163,64 +307,25 @@ def build(registry: WorkflowRegistry, default_workflow: str) -> APIRouter:
         files: dict[str, Any],
     ) -> Job:
         flow = workflow_for(data.get("model_id") or default_workflow)
-        try:
-            body = models[flow.name].model_validate(data)
-        except ValidationError as exc:
-            raise RequestValidationError(
-                [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]
-            ) from None
-        wanted = {p.name: p for p in flow.file_params}
-        for name in files:
-            if name not in wanted:
-                raise InvalidInput(name, f"{flow.name} takes no {name} file")
-        inputs = dict(files)
-        for name, param in wanted.items():
-            upload_id = getattr(body, name)
-            if upload_id and name in inputs:
-                raise InvalidInput(name, "send the file or an upload id, not both")
-            if upload_id:
-                kind: MediaKind = "image" if param.type == "image" else "video"
-                inputs[name] = await services.inputs.copy_for_job(name, upload_id, kind, caller)
-        values = SURFACE.values(body, skip=NATIVE_KEYS | set(wanted))
-        values.update(body.params)  # type: ignore[attr-defined]
-        # What the client sent (not the defaults): upload ids as given, files sent with the
-        # call by the names they were sent under.
-        request_record = body.model_dump(exclude_unset=True, exclude_none=True)
-        for name, record in files.items():
-            request_record[name] = record.get("original_name")
-        params: dict[str, Any] = body.params  # type: ignore[attr-defined]
-        try:
-            return await with_callback(
-                services,
-                links,
-                body,
-                lambda: services.jobs.create(
-                    flow.name,
-                    values,
-                    inputs=inputs,
-                    surface=SURFACE.name,
-                    client_key=caller.owner,
-                    max_active=job_limit(services),
-                    start=body.start,  # type: ignore[attr-defined]
-                    request=request_record,
-                ),
-            )
-        except InvalidInput as exc:
-            # A parameter sent inside `params` keeps the workflow's name it was sent under.
-            if exc.field.split(".")[0] in params:
-                raise
-            raise SURFACE.translate(exc) from None
+        return await make_job(
+            services,
+            caller,
+            links,
+            flow=flow,
+            model=models(flow),
+            surface=SURFACE,
+            own_keys=NATIVE_KEYS,
+            data=data,
+            files=files,
+        )
 
     @router.get("/models", summary="Workflows this server offers")
     async def list_models(services: ServicesDep, presence: PresenceDep) -> dict[str, Any]:
         """Each workflow with its parameters (types, defaults, ranges) and model-file readiness."""
-        readiness = await presence.readiness() if presence is not None else {}
-        items = []
-        for name in services.registry.names():
-            info = services.registry.get(name).describe()
-            info.update(readiness.get(name, {}))
-            items.append(info)
-        broken = [{"id": n, "problems": p} for n, p in services.registry.broken.items()]
+        readiness = await readiness_of(presence)
+        found = services.registry
+        items = [workflow_info(found.get(name), readiness) for name in found.names()]
+        broken = [{"id": n, "problems": p} for n, p in found.broken.items()]
         return {"models": items, "unavailable": broken, "standin": services.settings.standin}
 
     @router.get("/jobs", summary="List jobs, newest first")
@@ -254,7 +359,7 @@ def build(registry: WorkflowRegistry, default_workflow: str) -> APIRouter:
             "requestBody": {
                 "required": True,
                 "content": {
-                    "application/json": {"schema": default_model.model_json_schema()},
+                    "application/json": json_body,
                     MULTIPART: {
                         "schema": {
                             "type": "object",
@@ -273,7 +378,11 @@ def build(registry: WorkflowRegistry, default_workflow: str) -> APIRouter:
         },
     )
     async def create_job(
-        request: Request, services: ServicesDep, caller: Caller, links: LinksDep
+        request: Request,
+        response: Response,
+        services: ServicesDep,
+        caller: Caller,
+        links: LinksDep,
     ) -> Any:
         """JSON for a job without files or with upload ids; multipart with its files.
         `Prefer: wait=N` (or `?wait=N`): answer once the job has ended (200), or after N
@@ -292,18 +401,7 @@ def build(registry: WorkflowRegistry, default_workflow: str) -> APIRouter:
                 required=False,
             ) as form:
                 job = await create(services, caller, links, form_values(form.fields), form.files)
-
-        async def view() -> dict[str, Any]:
-            return job_view(await services.jobs.get(job.id), links)
-
-        return await created_answer(
-            request,
-            services,
-            [job.id],
-            answer=job_view(job, links),
-            view=view,
-            location=links.url(f"/api/jobs/{job.id}"),
-        )
+        return await created(request, response, services, links, job)
 
     @router.get("/jobs/{job_id}", summary="One job")
     async def get_job(

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import anyio
 import anyio.to_thread
@@ -176,6 +177,37 @@ class ComfyClient:
         if not isinstance(data, dict):
             raise ComfyProtocolError("GET /system_stats did not return an object")
         return data
+
+    async def object_info(self) -> dict[str, Any]:
+        """GET /object_info: every node class ComfyUI has, with its inputs and outputs."""
+        data = self._json(await self._request("GET", "/object_info"))
+        if not isinstance(data, dict):
+            raise ComfyProtocolError("GET /object_info did not return an object")
+        return data
+
+    async def list_userdata(self, directory: str) -> list[dict[str, Any]]:
+        """The files under one folder of ComfyUI's user data (`workflows`, say), each with
+        its `path` (relative to the folder), `size` and `modified` (ms); [] when none."""
+        response = await self._request(
+            "GET", "/userdata", params={"dir": directory, "recurse": "true", "full_info": "true"}
+        )
+        if response.status_code == 404:  # the folder does not exist yet: nothing saved
+            return []
+        data = self._json(response)
+        if response.status_code != 200 or not isinstance(data, list):
+            raise ComfyProtocolError(
+                f"GET /userdata?dir={directory} answered HTTP {response.status_code}"
+            )
+        return [item for item in data if isinstance(item, dict) and "path" in item]
+
+    async def read_userdata(self, path: str) -> bytes | None:
+        """One file of ComfyUI's user data (`workflows/my_flow.json`), or None if missing."""
+        response = await self._request("GET", "/userdata/" + quote(path, safe=""))
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise ComfyProtocolError(f"GET /userdata/{path} answered HTTP {response.status_code}")
+        return response.content
 
     async def list_models(self, folder: str) -> list[str] | None:
         """File names ComfyUI sees in a models folder (None if it has no such folder)."""

@@ -30,7 +30,7 @@ from pathlib import Path
 from sqlalchemy.exc import SQLAlchemyError
 
 from proxy.comfy import SocketState
-from proxy.errors import ComfyError, ComfyUnavailable, NoBackend, storage_full
+from proxy.errors import ComfyError, ComfyUnavailable, NoBackend, NotFound, storage_full
 from proxy.jobs.backends import Backend, BackendPool
 from proxy.jobs.models import ACTIVE, Job, JobStatus
 from proxy.jobs.store import JobStore, utcnow
@@ -351,6 +351,11 @@ class Dispatcher:
                 return
             away = exc
             await self._settle(tracker, lambda: self._await_backend(backend, tracker, away))
+        except NotFound as exc:
+            # Its workflow was removed from WORKFLOWS_DIR (or renamed) while the job waited.
+            await self._withdraw_quietly(tracker)
+            reason = f"its workflow is no longer served: {exc.message}"
+            await self._settle(tracker, lambda: self._fail(tracker.job, reason))
         except ComfyError as exc:
             # The backend answered, but not as ComfyUI should (an HTTP 500, a refused upload,
             # a body we cannot read): asking again would loop. Fail the job with the answer.

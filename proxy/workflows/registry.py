@@ -10,10 +10,12 @@ field before anything reaches ComfyUI.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import logging
 import math
+import random
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -31,8 +33,15 @@ from pydantic import (
 )
 
 from proxy.errors import InvalidInput, NotFound
-from proxy.workflows.marked import MarkError, derive_spec, has_marks, reference_object_info
+from proxy.workflows.marked import (
+    BUILTIN,
+    MarkError,
+    derive_spec,
+    has_marks,
+    reference_object_info,
+)
 from proxy.workflows.spec import ParamSpec, WorkflowSpec, is_legacy_declaration
+from proxy.workflows.uiformat import ConversionError, is_ui_format, to_api
 
 log = logging.getLogger("proxy.workflows")
 
@@ -280,9 +289,18 @@ def check_bindings(spec: WorkflowSpec, graph: dict[str, Any]) -> list[str]:
 
 @dataclass
 class WorkflowRegistry:
+    """The workflows served now. One object for the app's life: a reload changes it in
+    place (`replace`), so every router and service that holds it sees the new versions, and
+    a job already running keeps the `Workflow` it started with."""
+
     workflows: dict[str, Workflow]
-    # Templates that failed to load, with the reasons, so /api/models can say why.
+    # Load problems by template name. A name here and in `workflows` serves its last good
+    # version; a name only here is not served.
     broken: dict[str, list[str]]
+    # Bumped by every `replace` that changes anything; `changed` wakes waiters on it.
+    version: int = 0
+    listeners: list[Callable[[], None]] = field(default_factory=list, repr=False)
+    _changed: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     def get(self, name: str) -> Workflow:
         workflow = self.workflows.get(name) or self.by_alias(name)
@@ -306,23 +324,65 @@ class WorkflowRegistry:
     def names(self) -> list[str]:
         return sorted(self.workflows)
 
+    def problems(self, name: str) -> list[str]:
+        return list(self.broken.get(name, []))
+
+    def replace(self, loaded: WorkflowRegistry) -> list[str]:
+        """Take a fresh load of the folder; the names whose serving changed.
+
+        A template that loaded replaces its old version; one that no longer loads keeps
+        serving its last good version, its problems listed; a removed template is dropped."""
+        workflows: dict[str, Workflow] = {}
+        for name, workflow in loaded.workflows.items():
+            old = self.workflows.get(name)
+            same = old is not None and old.spec == workflow.spec and old.graph == workflow.graph
+            workflows[name] = old if same and old is not None else workflow
+        for name in loaded.broken:
+            kept = self.workflows.get(name)
+            if kept is not None and name not in workflows:
+                workflows[name] = kept
+        changed = sorted(
+            name
+            for name in set(workflows) | set(self.workflows) | set(loaded.broken) | set(self.broken)
+            if workflows.get(name) is not self.workflows.get(name)
+            or loaded.broken.get(name) != self.broken.get(name)
+        )
+        if not changed:
+            return []
+        self.workflows = workflows
+        self.broken = dict(loaded.broken)
+        self.version += 1
+        for listener in self.listeners:
+            listener()
+        # Wake this version's waiters; later ones wait on a fresh event.
+        changed_event, self._changed = self._changed, asyncio.Event()
+        changed_event.set()
+        return changed
+
+    async def wait_changed(self, after: int) -> int:
+        """Wait until `version` passes `after` (callers bound it with a timeout)."""
+        while self.version <= after:
+            await self._changed.wait()
+        return self.version
+
 
 def load_registry(
     directory: Path, object_info: Mapping[str, Any] | None = None
 ) -> WorkflowRegistry:
-    """Load every workflow in `directory`: each `<name>.json` template with marks, a sidecar
+    """Load every workflow in `directory`: each `<name>.json` template (API format, or the
+    editor's UI format converted with `object_info`) with marks, a sidecar
     `<name>.params.json` keyed by parameter name, or an older node-id declaration there.
 
     `object_info` is ComfyUI's /object_info, the source of the marked parameters' types and
-    ranges; by default the one bundled for the ComfyUI version we test against.
+    ranges; by default the one bundled for the ComfyUI version we test against. Blocking
+    (file reads): async callers run it in a thread.
     """
     workflows: dict[str, Workflow] = {}
     broken: dict[str, list[str]] = {}
-    names = {p.name.removesuffix(".params.json") for p in directory.glob("*.params.json")}
-    names |= {p.stem for p in directory.glob("*.json") if not p.name.endswith(".params.json")}
-    for name in sorted(names):
+    info = known_object_info() if object_info is None else object_info
+    for name in sorted(template_names(directory)):
         try:
-            loaded = _load_one(directory, name, object_info)
+            loaded = _load_one(directory, name, info)
         except MarkError as exc:
             broken[name] = exc.problems
             log.error("workflow %s not loaded: %s", name, "; ".join(exc.problems))
@@ -332,7 +392,25 @@ def load_registry(
     return WorkflowRegistry(workflows=workflows, broken=broken)
 
 
-def _load_one(directory: Path, name: str, object_info: Mapping[str, Any] | None) -> Workflow | None:
+def known_object_info(reported: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The node schemas to type and convert with: ComfyUI 0.3.64's (bundled) and our
+    parameter nodes', overlaid with what backends `reported` of their own."""
+    return {**reference_object_info(), **BUILTIN, **(reported or {})}
+
+
+def template_names(directory: Path) -> set[str]:
+    """The template names in `directory`: `<name>.json` and `<name>.params.json` files."""
+    try:
+        files = [p.name for p in directory.iterdir() if p.is_file()]
+    except FileNotFoundError:
+        log.warning("workflows folder %s does not exist: no workflow is served", directory)
+        return set()
+    names = {f.removesuffix(".params.json") for f in files if f.endswith(".params.json")}
+    names |= {f.removesuffix(".json") for f in files if f.endswith(".json")}
+    return {n for n in names if n and not n.startswith(".")}
+
+
+def _load_one(directory: Path, name: str, object_info: Mapping[str, Any]) -> Workflow | None:
     """The workflow `name` in `directory`, or None for a template that marks nothing and has
     no declaration (not a workflow); MarkError listing why it cannot load."""
     graph_path = directory / f"{name}.json"
@@ -341,18 +419,43 @@ def _load_one(directory: Path, name: str, object_info: Mapping[str, Any] | None)
         graph = json.loads(graph_path.read_text())
         declaration = json.loads(decl_path.read_text()) if decl_path.exists() else None
     except (OSError, ValueError) as exc:
-        raise MarkError([f"cannot read {graph_path.name} / {decl_path.name}: {exc}"]) from None
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise MarkError([f"cannot read {graph_path.name} / {decl_path.name}: {why}"]) from None
+    return workflow_from(name, graph, declaration, object_info, source=graph_path.name)
+
+
+def workflow_from(
+    name: str,
+    graph: Any,
+    declaration: Any,
+    object_info: Mapping[str, Any],
+    *,
+    source: str,
+) -> Workflow | None:
+    """The workflow a parsed template (API or UI format) and its parsed `.params.json` (or
+    None) make; None when it marks nothing and declares nothing; MarkError naming why not."""
+    if is_ui_format(graph):
+        try:
+            # A fixed choice for `{a|b}` dynamic prompts: a template fills the same way each time.
+            graph = to_api(graph, dict(object_info), rng=random.Random(0))
+        except ConversionError as exc:
+            why = f"{source} (the editor's UI format) cannot be converted: {exc}"
+            raise MarkError([why]) from None
+    if not isinstance(graph, dict):
+        if declaration is None:  # some other JSON file in the folder
+            log.info("%s is not a graph (a JSON object of nodes): not a workflow", source)
+            return None
+        raise MarkError([f"{source} is not a workflow (a JSON object of nodes)"])
     if is_legacy_declaration(declaration):
         try:
             spec = WorkflowSpec.model_validate(declaration)
         except ValueError as exc:
-            raise MarkError([f"cannot read {decl_path.name}: {exc}"]) from None
+            raise MarkError([f"cannot read {name}.params.json: {exc}"]) from None
         problems = check_bindings(spec, graph)
         if problems:
             raise MarkError(problems)
         return Workflow(spec=spec, graph=graph)
-    if declaration is None and not (isinstance(graph, dict) and has_marks(graph)):
-        log.info("%s marks no parameters and has no %s: not a workflow", graph_path, decl_path.name)
+    if declaration is None and not has_marks(graph):
+        log.info("%s marks no parameters and has no %s.params.json: not a workflow", source, name)
         return None
-    info = reference_object_info() if object_info is None else object_info
-    return Workflow(spec=derive_spec(name, graph, info, declaration), graph=graph)
+    return Workflow(spec=derive_spec(name, graph, object_info, declaration), graph=graph)

@@ -100,6 +100,7 @@ ADMIN_ONLY = {
     ("DELETE", "/api/model-files/downloads/{download_id}"),
     ("POST", "/api/v1/models/download"),
     ("GET", "/api/webhooks/secret"),
+    ("POST", "/api/workflows/import"),
 }
 
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options"}
@@ -758,6 +759,7 @@ CREATES_NO_JOB = {
     "/api/v1/models/download",
     "/api/session",
     "/api/jobs/{job_id}/webhooks/{delivery_id}/retry",
+    "/api/workflows/import",
 }
 
 
@@ -771,6 +773,13 @@ def limited_calls(
         {"data": {"model_id": "fastwan_i2v", "prompt": "form"}, "files": {"image": png}},
     )
     yield f"/api/jobs/{pending_id}/start", {}
+    # The endpoint of each workflow (the document lists one path per workflow).
+    yield "/api/workflows/fastwan_t2v/jobs", {"json": {"prompt": "its own endpoint"}}
+    yield "/api/workflows/fastwan_i2v/jobs", {"data": {"prompt": "i2v"}, "files": {"image": png}}
+    yield (
+        "/api/workflows/fastwan_v2v/jobs",
+        {"data": {"prompt": "v2v"}, "files": {"video": ("clip.mp4", mp4, "video/mp4")}},
+    )
     yield "/generate", {"json": {"prompt": "seed 001"}}
     yield "/api/video/single_inference", {"json": {"prompt": "seed 004"}}
     yield "/api/video/batch_inference", {"json": {"prompts": ["seed 004 batch"]}}

@@ -181,6 +181,25 @@ def test_bypass_takes_the_first_input_of_the_same_type(object_info):
     assert to_api(workflow, object_info)["3"]["inputs"] == {"images": ["1", 0]}
 
 
+def test_a_widget_input_linked_from_a_muted_or_bypassed_node(object_info):
+    """As the editor queues it (tests/standin/test_editor_convert.py): a link from a muted
+    node drops the widget's value too; a bypassed node with nothing linked to pass on
+    leaves the widget's value."""
+    workflow = graph(
+        node(1, "PrimitiveInt", [640, "fixed"], mode=2, outputs=[("INT", "INT", [1])]),
+        node(2, "PrimitiveInt", [768, "fixed"], mode=4, outputs=[("INT", "INT", [2])]),
+        node(
+            3, "EmptyLatentImage", [512, 512, 1],
+            inputs=[("width", "INT", 1, "width"), ("height", "INT", 2, "height")],
+            outputs=[("LATENT", "LATENT", [])],
+        ),
+        links=[(1, 1, 0, 3, 0, "INT"), (2, 2, 0, 3, 1, "INT")],
+    )  # fmt: skip
+    assert to_api(workflow, object_info) == {
+        "3": entry("EmptyLatentImage", "Empty Latent Image", height=512, batch_size=1),
+    }
+
+
 def test_a_link_wins_over_the_widget_it_was_converted_from(object_info):
     assert to_api(load("converted_widgets"), object_info) == {
         "1": entry("CheckpointLoaderSimple", "Load Checkpoint", ckpt_name="model.safetensors"),

@@ -196,18 +196,25 @@ export class JobForm {
         this.saveDraft();
       }
     });
+    // Workflows come and go while the server runs (its workflows folder is hot reloaded): the
+    // list is asked for again when the picker is about to be used and when the page comes
+    // back into view, so a new workflow shows with its fields without reloading the page.
+    this.loaded = false;
+    this.refreshing = null;
+    for (const type of ["focus", "pointerdown"]) {
+      this.select.addEventListener(type, () => this.refreshModels());
+    }
+    window.addEventListener("focus", () => this.refreshModels());
+    document.addEventListener("visibilitychange", () => {
+      if (document.visibilityState === "visible") this.refreshModels();
+    });
   }
 
   setModels(models, unavailable = []) {
+    const wasEmpty = this.loaded && !this.models.length;
+    this.loaded = true;
     this.models = models;
-    this.select.replaceChildren(
-      ...this.models.map((m) => {
-        const option = document.createElement("option");
-        option.value = m.id;
-        option.textContent = m.name || m.id;
-        return option;
-      }),
-    );
+    this.renderOptions();
     if (!this.models.length) {
       const broken = unavailable.map((u) => u.id).join(", ");
       this.showError(
@@ -216,6 +223,10 @@ export class JobForm {
       for (const button of this.buttons) button.disabled = true;
       return;
     }
+    if (wasEmpty) {
+      this.hideFormError();
+      for (const button of this.buttons) button.disabled = false;
+    }
     const remembered = storage()?.getItem(WORKFLOW_KEY);
     // First visit: a workflow that needs only a prompt (the list is alphabetical, so the
     // first one may well want an image).
@@ -223,6 +234,62 @@ export class JobForm {
     const chosen = this.models.some((m) => m.id === remembered) ? remembered : fallback.id;
     this.select.value = chosen;
     this.build(chosen);
+  }
+
+  renderOptions() {
+    this.select.replaceChildren(
+      ...this.models.map((m) => {
+        const option = document.createElement("option");
+        option.value = m.id;
+        option.textContent = m.name || m.id;
+        return option;
+      }),
+    );
+  }
+
+  /** Ask the server for the workflows again (once at a time; a failure keeps the list shown). */
+  refreshModels() {
+    if (!this.loaded || this.refreshing) return this.refreshing;
+    this.refreshing = api
+      .models()
+      .then((data) => this.updateModels(data.models || [], data.unavailable || []))
+      .catch(() => {})
+      .finally(() => {
+        this.refreshing = null;
+      });
+    return this.refreshing;
+  }
+
+  /**
+   * A fresh list of workflows: the picker follows it, and the form is built again only when
+   * its own workflow changed (with what was typed kept) or went away.
+   */
+  updateModels(models, unavailable = []) {
+    if (!models.length || !this.models.length || !this.model) {
+      this.setModels(models, unavailable);
+      return;
+    }
+    const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
+    const labels = (list) => list.map((m) => [m.id, m.name]);
+    const current = models.find((m) => m.id === this.model.id) || null;
+    const listChanged = !same(labels(models), labels(this.models));
+    const modelChanged = !same(current, this.model);
+    if (!listChanged && !modelChanged) return;
+    const typed = this.currentValues();
+    this.models = models;
+    if (listChanged) this.renderOptions();
+    if (!current) {
+      this.setModels(models, unavailable); // its workflow is gone: choose as on a first visit
+      return;
+    }
+    this.select.value = current.id;
+    if (!modelChanged) {
+      this.model = current;
+      return;
+    }
+    const focused = this.form.contains(document.activeElement) ? document.activeElement.name : null;
+    this.build(current.id, typed);
+    if (focused && this.inputs.has(focused)) this.inputs.get(focused).input.focus();
   }
 
   build(modelId, values = null) {
@@ -778,14 +845,19 @@ export class JobForm {
     this.statusEl.textContent = text;
   }
 
-  saveDraft() {
-    if (!this.model) return;
-    const draft = {};
+  /** What the fields hold now, as typed (files aside): a draft, or a rebuild's values. */
+  currentValues() {
+    const values = {};
     for (const [name, { param, input }] of this.inputs) {
       if (FILE_TYPES.has(param.type)) continue;
-      draft[name] = param.type === "bool" ? input.checked : input.value;
+      values[name] = param.type === "bool" ? input.checked : input.value;
     }
-    storage()?.setItem(DRAFT_KEY + this.model.id, JSON.stringify(draft));
+    return values;
+  }
+
+  saveDraft() {
+    if (!this.model) return;
+    storage()?.setItem(DRAFT_KEY + this.model.id, JSON.stringify(this.currentValues()));
   }
 
   loadDraft() {
