@@ -38,7 +38,7 @@ from proxy.jobs.store import JobStore
 from proxy.jobs.timings import TimingStore
 from proxy.jobs.writer import JobWriter
 from proxy.media.inputs import InputStore
-from proxy.media.storage import OutputStore
+from proxy.media.storage import output_store_for
 from proxy.media.uploads import sweep_partial_uploads
 from proxy.metrics import HttpMetrics, Metrics, stop_following
 from proxy.modelfiles import DownloadManager, ManifestError
@@ -135,8 +135,7 @@ async def _start(
     )
     store = JobStore(db)
     writer = JobWriter(store, bus)
-    outputs = OutputStore(settings.outputs_path)
-    await outputs.prepare()
+    outputs = await stack.enter_async_context(output_store_for(settings))  # disk or bucket
     inputs = InputStore(db, settings.uploads_path, settings.max_upload_bytes)
     client_id = await stable_client_id(settings.data_dir)
     dispatcher: Dispatcher | None = None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_origin
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -65,6 +66,37 @@ class _MappingEnvSource(EnvSettingsSource):
         return {key: value for key, value in parsed.items() if key not in aliased}
 
 
+# What S3 and botocore accept as a bucket name (S3 itself is stricter; other stores less so).
+_BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,254}")
+OUTPUT_STORE_FORM = "s3://bucket or s3://bucket/prefix (unset: local disk, OUTPUT_DIR)"
+
+
+def parse_output_store(value: str) -> str:
+    """OUTPUT_STORE normalised to `s3://bucket[/prefix]`; ValueError saying what is wrong."""
+    parts = urlsplit(value)
+    if parts.scheme.lower() != "s3":
+        raise ValueError(f"OUTPUT_STORE takes {OUTPUT_STORE_FORM}, got {value!r}")
+    if "@" in parts.netloc:  # not repeated: it may hold a secret
+        raise ValueError(
+            f"OUTPUT_STORE takes {OUTPUT_STORE_FORM} without credentials: give them as "
+            "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+        )
+    if parts.query or parts.fragment or ":" in parts.netloc:
+        raise ValueError(
+            f"OUTPUT_STORE takes {OUTPUT_STORE_FORM} (no port or query: the store's address "
+            f"is S3_ENDPOINT_URL), got {value!r}"
+        )
+    if not _BUCKET.fullmatch(parts.netloc):
+        raise ValueError(
+            f"OUTPUT_STORE names no valid bucket (letters, digits, '.', '-', '_'; at least "
+            f"3 characters): {value!r}"
+        )
+    segments = [s for s in parts.path.split("/") if s]
+    if any(s in (".", "..") for s in segments):
+        raise ValueError(f"OUTPUT_STORE's prefix may not hold '.' or '..': {value!r}")
+    return "/".join([f"s3://{parts.netloc}", *segments])
+
+
 class Settings(BaseSettings):
     """Everything the proxy can be told. Units are in the names (`_s`, `_bytes`)."""
 
@@ -102,6 +134,29 @@ class Settings(BaseSettings):
     comfyui_probe_url: str = "http://127.0.0.1:8188"
     data_dir: Path = REPO_ROOT / "data"
     output_dir: Annotated[Path | None, WhenUnset("DATA_DIR/outputs")] = None
+    # Outputs in an S3-compatible bucket instead of OUTPUT_DIR: `s3://bucket` or
+    # `s3://bucket/prefix` (the prefix is a folder of keys). Every replica of the proxy may
+    # serve every output from there.
+    output_store: Annotated[str | None, WhenUnset("local disk (OUTPUT_DIR)")] = None
+    # The store's API address (MinIO, Ceph, R2, moto…); unset, AWS S3 of AWS_REGION.
+    s3_endpoint_url: Annotated[str | None, WhenUnset("AWS S3")] = None
+    # The store's address as the proxy's clients reach it, when it differs from
+    # S3_ENDPOINT_URL (a container network name): download redirects point there.
+    s3_public_endpoint_url: Annotated[str | None, WhenUnset("S3_ENDPOINT_URL")] = None
+    # Downloads are answered with a redirect (307) to a presigned URL of the object, so the
+    # bytes never pass through the proxy; `true` streams them through the proxy instead (for a
+    # store its clients cannot reach). Range requests work either way.
+    s3_proxy_downloads: bool = False
+    # How long a presigned download URL works (SigV4 allows at most 7 days).
+    s3_presign_ttl_s: float = Field(3600.0, gt=0, le=7 * 24 * 3600)
+    # The store's credentials and region, under the variables every AWS tool reads; unset,
+    # the usual AWS chain applies (shared config files, AWS_PROFILE, an instance role).
+    aws_secret_access_key: Annotated[str | None, WhenUnset("the AWS credential chain")] = None
+    aws_access_key_id: Annotated[str | None, WhenUnset("the AWS credential chain")] = Field(
+        None, validate_default=True
+    )
+    aws_session_token: str | None = None
+    aws_region: Annotated[str | None, WhenUnset("AWS_DEFAULT_REGION, else us-east-1")] = None
     database_url: Annotated[str | None, WhenUnset("SQLite in DATA_DIR")] = None
     # The database connection pool. Every request holds a connection only for its query, so
     # 10 + 20 serve hundreds of concurrent pollers (see bench/polling.py); a request that
@@ -248,6 +303,35 @@ class Settings(BaseSettings):
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(f"PUBLIC_URL must be an http(s) address, got {value!r}")
         return value.strip().rstrip("/")
+
+    @field_validator("output_store")
+    @classmethod
+    def _output_store(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        return parse_output_store(value.strip())
+
+    @field_validator("s3_endpoint_url", "s3_public_endpoint_url")
+    @classmethod
+    def _s3_endpoint(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"an S3 endpoint must be an http(s) address, got {value!r}")
+        return value.strip().rstrip("/")
+
+    @field_validator("aws_access_key_id")
+    @classmethod
+    def _aws_key_pair(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # A validator of the key id (declared after the secret, validated even when unset),
+        # so that an error repeats the id, never the secret.
+        if (value is None) != (info.data.get("aws_secret_access_key") is None):
+            raise ValueError(
+                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY go together: set both, or neither "
+                "(for the AWS credential chain)"
+            )
+        return value
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -13,6 +13,7 @@ from fastapi.responses import FileResponse
 from proxy.api.auth import Caller
 from proxy.batches import BatchService
 from proxy.errors import ProxyError
+from proxy.media.responses import StoredObjectResponse
 from proxy.media.storage import StoredFile
 from proxy.modelfiles import DownloadManager
 from proxy.modelfiles.presence import ModelPresence
@@ -81,7 +82,10 @@ class LargeFileResponse(FileResponse):
 
 
 def serve_file(file: StoredFile, *, inline: bool = True) -> FileResponse:
-    """A stored file with its Content-Type, a file name, and HTTP Range support."""
+    """A stored file with its Content-Type, a file name, and HTTP Range support: from local
+    disk, or from its object store (a redirect to a presigned URL, or streamed through)."""
+    if file.path is None:
+        return StoredObjectResponse(file, inline=inline)
     return LargeFileResponse(
         file.path,
         media_type=file.content_type,

@@ -21,7 +21,6 @@ from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
-import anyio
 from sqlalchemy.exc import SQLAlchemyError
 
 from proxy.auth import Principal
@@ -38,7 +37,7 @@ from proxy.errors import Conflict, InvalidInput, NotFound
 from proxy.jobs.bus import EventBus
 from proxy.jobs.models import Job, JobStatus
 from proxy.jobs.service import JobService
-from proxy.media.join import JoinResult, join_videos
+from proxy.media.join import JoinResult, join_stored
 from proxy.media.storage import OutputStore, StoredFile
 from proxy.media.zipstream import ZipEntry, ZipPlan, plan_zip
 from proxy.settings import Settings
@@ -486,7 +485,7 @@ class BatchService:
             except NotFound as exc:
                 log.warning("batch %s: %s; left out of the zip", batch_id, exc.message)
                 continue
-            entries.append(ZipEntry(f"job_{index}_{job.id}.mp4", stored.path))
+            entries.append(ZipEntry(f"job_{index}_{job.id}.mp4", stored))
         plan = await plan_zip(entries) if entries else None
         return batch, Tally.of(jobs), plan
 
@@ -514,17 +513,13 @@ class BatchService:
         ids = [job.id for job in done]
         digest = hashlib.sha256(",".join(ids).encode()).hexdigest()[:12]
         name = f"{FINAL_PREFIX}{batch.id}_{digest}.mp4"
-        path = self.outputs.path_for(name)
         async with self._join_lock:
             batch = await self.get(batch_id)
-            if (
-                batch.final
-                and batch.final.get("filename") == name
-                and await anyio.Path(path).is_file()
-            ):
-                return StoredFile(path, "video/mp4"), batch.final
-            parts = [self.outputs.path_for(job.video.filename) for job in done if job.video]
-            result: JoinResult = await join_videos(parts, path)
+            if batch.final and batch.final.get("filename") == name:
+                with suppress(NotFound):  # else lost from storage: joined again
+                    return await self.outputs.open(name, "video/mp4"), batch.final
+            parts = [job.video.filename for job in done if job.video]
+            result: JoinResult = await join_stored(self.outputs, parts, name)
             final = {
                 "filename": name,
                 "jobs": ids,
@@ -538,7 +533,7 @@ class BatchService:
                 previous = batch.final
                 if await self.store.update_batch(batch, final=final) is not None:
                     if previous and previous.get("filename") != name:
-                        await self.outputs.delete([previous["filename"]])
+                        await self.outputs.discard([previous["filename"]])
                     break
                 batch = await self.get(batch_id)
             log.info(
@@ -548,4 +543,4 @@ class BatchService:
                 result.mode,
                 result.frames,
             )
-            return StoredFile(path, "video/mp4"), final
+            return await self.outputs.open(name, "video/mp4"), final

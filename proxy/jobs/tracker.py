@@ -27,7 +27,7 @@ from proxy.jobs.progress import ProgressTracker
 from proxy.jobs.store import utcnow
 from proxy.jobs.timings import SizeClass, TimingStore
 from proxy.jobs.writer import JobWriter
-from proxy.media.storage import OutputStore
+from proxy.media.storage import OutputStore, StoreError
 from proxy.workflows import WorkflowRegistry
 
 log = logging.getLogger("proxy.tracker")
@@ -407,6 +407,10 @@ class JobTracker:
                 Outcome(JobStatus.FAILED, {"error": exc.message, "message": exc.message})
             )
             return
+        except StoreError as exc:  # the output store (a bucket) refused or could not be reached
+            text = f"The video could not be stored: {exc.message}"
+            await self._finish(Outcome(JobStatus.FAILED, {"error": text, "message": text}))
+            return
         # Learned before the job reads completed, so what a client reads next includes it.
         self.progress.stored()
         await self._learn()
@@ -428,10 +432,10 @@ class JobTracker:
             # Not recorded (the database refused the write): files no job names would be
             # half-kept. On cancellation they stay: the write may have landed, and a
             # re-attach stores them again under the same names.
-            await self.outputs.delete([r.filename for r in records])
+            await self.outputs.discard([r.filename for r in records])
             raise
         if done is None:  # stopped meanwhile: keep nothing
-            await self.outputs.delete([r.filename for r in records])
+            await self.outputs.discard([r.filename for r in records])
 
     async def _finish(self, outcome: Outcome, *, check_prompt: bool = True) -> Job | None:
         now = utcnow()

@@ -11,7 +11,8 @@ Two ways, chosen per call:
 
 Only the first video stream of each part is used (FastWAN outputs have no audio). The result
 is written under a hidden temporary name beside `dest` and renamed when complete. PyAV work is
-blocking: call `join_videos` (a worker thread), not `join_videos_sync`, from the event loop.
+blocking: call `join_videos` (a worker thread), not `join_videos_sync`, from the event loop;
+`join_stored` joins outputs of an `OutputStore`, wherever it keeps them.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from pathlib import Path
 from typing import Literal
 
 import av
+
+from proxy.media.storage import OutputStore
 
 Mode = Literal["remux", "reencode"]
 
@@ -157,3 +160,13 @@ def join_videos_sync(parts: Sequence[Path], dest: Path, *, mode: Mode | None = N
 
 async def join_videos(parts: Sequence[Path], dest: Path, *, mode: Mode | None = None) -> JoinResult:
     return await asyncio.to_thread(join_videos_sync, list(parts), dest, mode=mode)
+
+
+async def join_stored(
+    store: OutputStore, names: Sequence[str], dest_name: str, *, mode: Mode | None = None
+) -> JoinResult:
+    """Join stored outputs, in order, into the stored output `dest_name`. A store that keeps
+    them elsewhere (a bucket) hands them over as local copies in a temporary folder, and
+    takes the joined file back once it is complete; nothing of a failed join is kept."""
+    async with store.reading(names) as parts, store.writing(dest_name, "video/mp4") as dest:
+        return await join_videos(parts, dest, mode=mode)
