@@ -11,7 +11,7 @@ each workflow (`proxy.api.workflows`), which takes the same body without the ren
 """
 
 import json
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import APIRouter, Query, Request, Response
@@ -252,6 +252,28 @@ async def make_job(
         raise surface.translate(exc) from None
 
 
+async def received_job(
+    request: Request,
+    services: Services,
+    kinds: dict[str, MediaKind],
+    make: Callable[[dict[str, Any], dict[str, Any]], Awaitable[Job]],
+) -> Job:
+    """The job `make(data, files)` makes of a create call's body: a JSON object (no files), or
+    multipart/form-data whose text parts are the fields and whose file parts (under `kinds`'
+    names) are stored for the job while `make` runs."""
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith(MULTIPART):
+        return await make(await read_json(request), {})
+    async with services.inputs.receiving(
+        request.stream(),
+        content_type,
+        request.headers.get("content-length"),
+        kinds,
+        required=False,
+    ) as form:
+        return await make(form_values(form.fields), form.files)
+
+
 async def created(
     request: Request, response: Response, services: Services, links: Links, job: Job
 ) -> Any:
@@ -388,19 +410,12 @@ def build(registry: WorkflowRegistry, default_workflow: str) -> APIRouter:
         `Prefer: wait=N` (or `?wait=N`): answer once the job has ended (200), or after N
         seconds with the job as it is (202, `Location`)."""
         requested_wait(request, services.settings.max_wait_s)  # a bad value: 400 first
-        content_type = request.headers.get("content-type", "")
-        if not content_type.startswith(MULTIPART):
-            data = await read_json(request)
-            job = await create(services, caller, links, data, {})
-        else:
-            async with services.inputs.receiving(
-                request.stream(),
-                content_type,
-                request.headers.get("content-length"),
-                FILE_FIELDS,
-                required=False,
-            ) as form:
-                job = await create(services, caller, links, form_values(form.fields), form.files)
+        job = await received_job(
+            request,
+            services,
+            FILE_FIELDS,
+            lambda data, files: create(services, caller, links, data, files),
+        )
         return await created(request, response, services, links, job)
 
     @router.get("/jobs/{job_id}", summary="One job")

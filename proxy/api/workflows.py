@@ -25,14 +25,14 @@ from proxy.api.native import (
     JobOptions,
     PerWorkflow,
     created,
-    form_values,
     make_job,
-    read_json,
     readiness_of,
+    received_job,
     workflow_info,
 )
 from proxy.api.surface import Surface, SurfaceBody
 from proxy.api.waiting import requested_wait
+from proxy.jobs.models import Job
 from proxy.media.uploads import MediaKind
 from proxy.workflows import Workflow, WorkflowRegistry
 
@@ -184,32 +184,22 @@ def build(registry: WorkflowRegistry) -> tuple[APIRouter, WorkflowDocs]:
     ) -> Any:
         requested_wait(request, services.settings.max_wait_s)  # a bad value: 400 first
         flow = services.registry.get(name)  # the version served now
-        options: dict[str, Any] = {
-            "flow": flow,
-            "model": models(flow),
-            "surface": SURFACE,
-            "own_keys": OWN_KEYS,
-        }
-        content_type = request.headers.get("content-type", "")
-        if not content_type.startswith(MULTIPART):
-            data = await read_json(request)
-            job = await make_job(services, caller, links, data=data, files={}, **options)
-        else:
-            async with services.inputs.receiving(
-                request.stream(),
-                content_type,
-                request.headers.get("content-length"),
-                file_kinds(flow),
-                required=False,
-            ) as form:
-                job = await make_job(
-                    services,
-                    caller,
-                    links,
-                    data=form_values(form.fields),
-                    files=form.files,
-                    **options,
-                )
+        model = models(flow)
+
+        async def make(data: dict[str, Any], files: dict[str, Any]) -> Job:
+            return await make_job(
+                services,
+                caller,
+                links,
+                flow=flow,
+                model=model,
+                surface=SURFACE,
+                own_keys=OWN_KEYS,
+                data=data,
+                files=files,
+            )
+
+        job = await received_job(request, services, file_kinds(flow), make)
         return await created(request, response, services, links, job)
 
     return router, docs
