@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from proxy import logs as proxy_logs
 from proxy.auth import ExposureRefused, exposure_notice
-from proxy.instance import InstanceError, hold_data_dir, hold_database
+from proxy.instance import InstanceError, hold_data_dir
 from proxy.settings import Settings, env_help
 
 if TYPE_CHECKING:
@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> None:
         logging.WARNING if notice.startswith("WARNING") else logging.INFO, "%s", notice
     )
     try:
-        # Before anything starts (the stand-in included): one proxy per data dir and database.
+        # Before anything starts (the stand-in included): one proxy per data dir.
         with hold_data_dir(settings):
             asyncio.run(_run(args, settings))
     except InstanceError as exc:
@@ -226,8 +226,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 async def _run(args: argparse.Namespace, settings: Settings) -> None:
-    async with hold_database(settings):
-        await (serve(settings) if args.command == "serve" else up(args, settings))
+    await (serve(settings) if args.command == "serve" else up(args, settings))
 
 
 if __name__ == "__main__":

@@ -44,6 +44,14 @@ from proxy.metrics import HttpMetrics, Metrics, stop_following
 from proxy.modelfiles import DownloadManager, ManifestError
 from proxy.modelfiles.presence import ModelPresence
 from proxy.prompts import PromptTools
+from proxy.replicas import (
+    EventRelay,
+    LeaseKeeper,
+    Replica,
+    default_replica_id,
+    live_replica_ids,
+    shared_secret,
+)
 from proxy.services import Services
 from proxy.settings import Settings
 from proxy.webhooks import WebhookService
@@ -69,7 +77,11 @@ async def stable_client_id(data_dir: Path) -> str:
 
 
 async def _model_files(
-    stack: AsyncExitStack, settings: Settings, db: Database, pool: BackendPool
+    stack: AsyncExitStack,
+    settings: Settings,
+    db: Database,
+    pool: BackendPool,
+    replica: str | None,
 ) -> tuple[DownloadManager | None, ModelPresence | None, str | None]:
     """Model downloads and presence checks. Optional: when they cannot start (a broken
     manifest, say) the proxy serves jobs anyway and the model-file routes say why."""
@@ -77,7 +89,13 @@ async def _model_files(
     http = await stack.enter_async_context(
         httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=15.0))
     )
-    downloads = DownloadManager(db, settings, http)
+    downloads = DownloadManager(
+        db,
+        settings,
+        http,
+        replica=replica,
+        live_replicas=(lambda: live_replica_ids(db, settings.lease_ttl_s)) if replica else None,
+    )
     try:
         await downloads.start()
     except (ManifestError, OSError, SQLAlchemyError) as exc:
@@ -135,22 +153,48 @@ async def _start(
     )
     store = JobStore(db)
     writer = JobWriter(store, bus)
+    # Replicas: with PostgreSQL any number of proxies share the database (`proxy.replicas`);
+    # with SQLite this is the only one.
+    replicated = not db.is_sqlite
+    replica = settings.replica_id or default_replica_id()
     outputs = await stack.enter_async_context(output_store_for(settings))  # disk or bucket
-    inputs = InputStore(db, settings.uploads_path, settings.max_upload_bytes)
+    # Inputs go to the bucket too when the outputs do: any replica may hand them to ComfyUI.
+    inputs = InputStore(db, settings.uploads_path, settings.max_upload_bytes, outputs)
     client_id = await stable_client_id(settings.data_dir)
     dispatcher: Dispatcher | None = None
 
     sources: WorkflowSources | None = None
 
+    keeper: LeaseKeeper | None = None
+
     async def on_state(backend: Backend, state: SocketState) -> None:
         if sources is not None and state is SocketState.CONNECTED:
             sources.on_backend_connected(backend)  # its node schemas may have changed
+        if keeper is not None:
+            keeper.kick()  # the other replicas count the connected backends
         if dispatcher is not None:
             await dispatcher.on_backend_state(backend, state)
 
     pool = BackendPool.build(settings, http, client_id, on_state)
     metrics.watch(pool)
     stack.push_async_callback(pool.close)
+    if replicated:
+        for backend in pool.backends:
+            backend.mine = False  # until its lease is ours (below)
+        relay = EventRelay(
+            db=db,
+            replica=replica,
+            bus=bus,
+            store=store,
+            writer=writer,
+            on_remote=lambda kind, job: dispatcher.on_remote(kind, job) if dispatcher else None,
+        )
+        await relay.start()
+        stack.push_async_callback(relay.close)
+        # One secret for cookies and signed URLs on every replica (unless configured).
+        if not settings.session_secret:
+            local = session_secret(None, settings.data_dir).decode()
+            auth.rekey((await shared_secret(db, "session", local)).encode())
     # Hot reload of WORKFLOWS_DIR, node schemas from the backends, ComfyUI's saved workflows.
     sources = WorkflowSources(registry, settings, pool)
     await sources.start()
@@ -173,6 +217,9 @@ async def _start(
         render=lambda job, base: job_view(job, Links(base, signing)),
     )
     stack.push_async_callback(webhooks.close)  # first: it also undoes a start that failed
+    if replicated and not settings.webhook_secret:
+        local = await webhooks.signer.kept_locally()
+        webhooks.signer.use(await shared_secret(db, "webhook", local), "the database")
     await webhooks.start()
     writer.observers.append(webhooks)
     writer.end_records.append(webhooks.record_end)
@@ -198,7 +245,9 @@ async def _start(
         inputs=inputs,
     )
     problems: dict[str, str] = {}
-    downloads, presence, problem = await _model_files(stack, settings, db, pool)
+    downloads, presence, problem = await _model_files(
+        stack, settings, db, pool, replica if replicated else None
+    )
     if problem:
         problems["model_files"] = problem
     # Prompt tools talk to an LLM: their own HTTP client, so nothing of ComfyUI's leaks there.
@@ -212,6 +261,32 @@ async def _start(
     pool.start()
     await dispatcher.start()
     stack.push_async_callback(dispatcher.close)
+    if replicated:
+
+        async def gained(backend: Backend) -> None:
+            backend.socket.start()
+            dispatcher.adopt(backend)
+
+        keeper = LeaseKeeper(
+            db=db,
+            pool=pool,
+            replica=Replica(replica),
+            ttl_s=settings.lease_ttl_s,
+            client_id=client_id,
+            on_gained=gained,
+            on_lost=dispatcher.drop,
+        )
+        # Closed first: its backends are handed to the other replicas before anything stops.
+        await keeper.start()
+        stack.push_async_callback(keeper.close)
+    else:
+        log.info("SQLite: a single proxy process (for replicas, use PostgreSQL: DATABASE_URL)")
+    if not settings.output_store and replicated:
+        log.warning(
+            "outputs are kept on this replica's disk (%s): replicas on other machines cannot "
+            "serve them; set OUTPUT_STORE=s3://bucket/prefix (or share OUTPUT_DIR)",
+            settings.outputs_path,
+        )
     retention: Retention | None = None
     if settings.job_retention_days is not None:
         retention = Retention(jobs, settings.job_retention_days)
@@ -247,6 +322,8 @@ async def _start(
         problems=problems,
         cleanup=cleanup,
         retention=retention,
+        replica=replica,
+        leases=keeper,
     )
 
 

@@ -136,6 +136,9 @@ class Sessions:
         self._secret = secret
         self.ttl_s = ttl_s
 
+    def rekey(self, secret: bytes) -> None:
+        self._secret = secret
+
     def _sign(self, key: _Key, expires: int) -> str:
         message = f"{key.name}.{expires}.{key.fingerprint}".encode()
         return hmac.new(self._secret, message, hashlib.sha256).hexdigest()
@@ -174,6 +177,9 @@ class SignedUrls:
         # Another use of the session secret: a purpose prefix keeps the two apart.
         self._secret = b"signed-url:" + secret
         self.ttl_s = ttl_s
+
+    def rekey(self, secret: bytes) -> None:
+        self._secret = b"signed-url:" + secret
 
     def _sign(self, key: _Key, path: str, expires: int) -> str:
         message = f"{path}\n{expires}\n{key.name}\n{key.fingerprint}".encode()
@@ -226,6 +232,11 @@ class Auth:
     keys: KeyRing
     sessions: Sessions
     urls: SignedUrls
+
+    def rekey(self, secret: bytes) -> None:
+        """Sign with another secret from now on (replicas share one kept in the database)."""
+        self.sessions.rekey(secret)
+        self.urls.rekey(secret)
 
     @classmethod
     def from_settings(

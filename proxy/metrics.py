@@ -241,6 +241,8 @@ class Metrics:
         """Observe job events until cancelled (run as a task by the lifespan)."""
         while True:
             event = await queue.get()
+            if not event.local:
+                continue  # each replica counts the jobs it runs
             try:
                 self.observe(event)
             except Exception:  # a metrics defect must not end the subscriber

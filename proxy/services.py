@@ -24,6 +24,7 @@ from proxy.metrics import Metrics
 from proxy.modelfiles import DownloadManager
 from proxy.modelfiles.presence import ModelPresence
 from proxy.prompts import PromptTools
+from proxy.replicas import LeaseKeeper
 from proxy.settings import Settings
 from proxy.webhooks import WebhookService
 from proxy.workflows import WorkflowRegistry
@@ -61,6 +62,10 @@ class Services:
     # Takes jobs' leftovers out of ComfyUI; deletes old finished jobs (JOB_RETENTION_DAYS).
     cleanup: ComfyCleanup | None = None
     retention: Retention | None = None
+    # This process's name among the replicas, and with PostgreSQL its leases on the
+    # backends (None with SQLite: one process drives every backend).
+    replica: str = ""
+    leases: LeaseKeeper | None = None
 
 
 def services_of(connection: HTTPConnection) -> Services:

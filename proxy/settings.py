@@ -164,6 +164,14 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(10, ge=1)
     db_max_overflow: int = Field(20, ge=0)
     db_pool_timeout_s: float = Field(30.0, gt=0)
+    # Replicas (PostgreSQL only): this process's name among the proxies sharing the database
+    # (unique among the live ones), and how long its hold on a ComfyUI backend lasts without
+    # a heartbeat (renewed every third of it): a replica that dies hands its backends to
+    # the others within this time.
+    replica_id: Annotated[str | None, WhenUnset("<host name>-<pid>")] = Field(
+        None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$"
+    )
+    lease_ttl_s: float = Field(15.0, ge=1, le=3600)
     log_level: str = "info"
     # "json": one JSON object per log line, for log collectors; "text" for people.
     log_format: Literal["text", "json"] = "text"

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import socket
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,6 +31,19 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path / 'test.db'}"
         return
+    async with fresh_postgres_schema() as url:
+        yield url
+
+
+@pytest.fixture
+async def postgres_url() -> AsyncIterator[str]:
+    """A fresh schema in the local PostgreSQL (what replicas share); skipped without one."""
+    async with fresh_postgres_schema() as url:
+        yield url
+
+
+@asynccontextmanager
+async def fresh_postgres_schema() -> AsyncIterator[str]:
     if not _postgres_answers():
         pytest.skip("no PostgreSQL answers on 127.0.0.1:5432")
     import asyncpg
@@ -41,3 +56,13 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
     finally:
         await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
         await conn.close()
+
+
+@pytest.fixture
+def moto_s3() -> Iterator[Any]:
+    """moto's S3 server on a loopback port (`MotoS3`, tests/media/test_s3_store.py), stopped
+    after; the test is skipped where moto is not installed."""
+    from tests.media.test_s3_store import moto_running
+
+    with moto_running() as moto:
+        yield moto

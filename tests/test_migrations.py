@@ -28,7 +28,7 @@ from proxy.migrations import BASELINE, MigrationError, config, lock_and_scope
 from proxy.migrations.__main__ import draft_revision, next_revision_id
 from proxy.modelfiles.store import model_downloads
 
-HEAD = "0006_webhook_target_base"
+HEAD = "0007_replicas"
 TABLES = {
     "jobs",
     "batches",
@@ -40,6 +40,9 @@ TABLES = {
     "webhook_targets",
     "webhook_deliveries",
     "idempotency_keys",
+    "replicas",
+    "backend_leases",
+    "shared_secrets",
 }
 PROXY_DIR = Path(migrations.__file__).resolve().parent.parent
 
@@ -332,12 +335,12 @@ def test_every_module_with_a_table_is_imported_before_the_check() -> None:
 
 async def test_the_revision_tool_drafts_what_metadata_adds(tmp_path: Path) -> None:
     assert await draft_revision("nothing", into=tmp_path) is None
-    assert next_revision_id(HEAD, "Add: a probe table!") == "0007_add_a_probe_table"
+    assert next_revision_id(HEAD, "Add: a probe table!") == "0008_add_a_probe_table"
     assert len(next_revision_id(HEAD, "x" * 80)) == 32
     with ExtraTable():
         path = await draft_revision("add a probe table", into=tmp_path)
     assert path is not None and path.parent == tmp_path
-    assert path.name == "0007_add_a_probe_table.py"
+    assert path.name == "0008_add_a_probe_table.py"
     source = path.read_text()
     assert re.search(r"op\.create_table\(\s*'zz_unmigrated'", source)
-    assert "down_revision: str | None = '0006_webhook_target_base'" in source
+    assert "down_revision: str | None = '0007_replicas'" in source

@@ -12,6 +12,10 @@ Interrupts are checked before each node's function and at each sampler step, and
 is cleared when it fires and when a prompt starts. A simulated restart or shutdown aborts the
 running prompt silently (``RunAborted``).
 
+Every prompt the worker takes is also written to ``executions`` (not ComfyUI's: a test's
+record of what ran, kept across ``/_standin/reset`` and history deletes; see
+``GET /_standin/executed``).
+
 Time: without a timing profile a sampler step takes ``step_seconds`` and every other node as
 long as its function. With one (``timing.Profile``), a step takes the profile's time for that
 sampler's inputs (``step_seconds`` is then ignored) and a node lasts the profile's time or its
@@ -185,6 +189,42 @@ class InterruptFlag:
             raise Interrupted("Processing interrupted")
 
 
+class ExecutionLog:
+    """Every prompt the worker took, in order: what a test reads to prove that nothing ran
+    twice, even after the client deleted the prompts from the history."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: list[dict[str, Any]] = []
+
+    def started(self, run: _Run) -> dict[str, Any]:
+        prefixes = [
+            node["inputs"]["filename_prefix"]
+            for node in run.prompt.values()
+            if isinstance(node.get("inputs", {}).get("filename_prefix"), str)
+        ]
+        entry: dict[str, Any] = {
+            "prompt_id": run.prompt_id,
+            "client_id": run.client_id,
+            "filename_prefixes": prefixes,
+            "started_ms": _now_ms(),
+            "finished_ms": None,
+            "status": None,  # "success" or "error" once done; None while running or dropped
+        }
+        with self._lock:
+            self._entries.append(entry)
+        return entry
+
+    def finished(self, entry: dict[str, Any], status: str) -> None:
+        with self._lock:
+            entry["finished_ms"] = _now_ms()
+            entry["status"] = status
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(entry) for entry in self._entries]
+
+
 class Executor:
     """The worker thread and the caches it owns."""
 
@@ -210,6 +250,7 @@ class Executor:
         self.exit_process = exit_process
         self.interrupt = InterruptFlag()
         self.cache = NodeCache()
+        self.executions = ExecutionLog()
         # The running prompt's target and node, for the reconnect `executing` message.
         self.client_id: str | None = None
         self.last_node_id: str | None = None
@@ -277,12 +318,14 @@ class Executor:
 
     def _run_task(self, task: Task) -> None:
         run = _Run(self, task)
+        entry = self.executions.started(run)
         self.interrupt.clear()
         self.client_id = run.client_id
         self._run_epoch = task.epoch
         success = self._execute(run)
         history_result = self._history_result(run)
         self.last_node_id = None
+        self.executions.finished(entry, "success" if success else "error")
         status = {
             "status_str": "success" if success else "error",
             "completed": success,

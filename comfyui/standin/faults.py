@@ -19,6 +19,9 @@ stand-in fail the ways a real ComfyUI fails. They are registered without the ``/
     POST   /_standin/websockets/drop       {"mode"? = "abort" | "close"} (alias: drop_websockets)
     POST   /_standin/reset                 empty queue and history, number 0, as after a restart
     POST   /_standin/step_seconds          {"seconds"} (no effect under a timing profile)
+    GET    /_standin/executed              every prompt the worker took, in order, with its
+                                           client id and filename prefixes (kept across
+                                           resets and history deletes)
 
 ``times`` is how many runs of that class the fault hits (default 1; ``null`` = every run).
 """
@@ -340,6 +343,9 @@ def control_routes(server: StandinServer) -> list[tuple[str, str, Any]]:
         await server.restart()
         return web.json_response(server.state())
 
+    async def executed(request: web.Request) -> web.Response:
+        return web.json_response({"executed": server.executor.executions.snapshot()})
+
     async def step_seconds(request: web.Request) -> web.Response:
         server.executor.step_seconds = _number(await _body(request), "seconds")
         return web.json_response({"step_seconds": server.executor.step_seconds})
@@ -359,6 +365,7 @@ def control_routes(server: StandinServer) -> list[tuple[str, str, Any]]:
         ("POST", "/_standin/drop_websockets", drop_websockets),
         ("POST", "/_standin/reset", reset),
         ("POST", "/_standin/step_seconds", step_seconds),
+        ("GET", "/_standin/executed", executed),
     ]
     return [(method, path, handler(fn)) for method, path, fn in routes]
 

@@ -44,5 +44,6 @@ async def ready(services: ServicesDep) -> JSONResponse:
         "reasons": reasons,
         "backends_up": health.up,
         "backends": health.total,
+        "replica": services.replica,
     }
     return JSONResponse(body, status_code=503 if reasons else 200)

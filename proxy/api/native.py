@@ -30,6 +30,7 @@ from proxy.errors import InvalidInput, NotFound
 from proxy.jobs.models import Job, JobPhase, JobStatus, phase_of, status_of
 from proxy.media.uploads import MediaKind
 from proxy.modelfiles.presence import ModelPresence
+from proxy.replicas import live_replicas
 from proxy.services import Services
 from proxy.workflows import Workflow, WorkflowRegistry
 
@@ -504,5 +505,19 @@ def build(registry: WorkflowRegistry, default_workflow: str) -> APIRouter:
     @router.get("/backends", summary="The ComfyUI backends (one per GPU; admin keys only)")
     async def backends(services: ServicesDep, _admin: Admin) -> dict[str, Any]:
         return {"backends": services.pool.health().backends}
+
+    @router.get(
+        "/replicas",
+        summary="The proxy replicas sharing this database, and the backends each drives "
+        "(admin keys only)",
+    )
+    async def replicas(services: ServicesDep, _admin: Admin) -> dict[str, Any]:
+        """With PostgreSQL, every live replica (seen within LEASE_TTL_S) and the ComfyUI
+        backends it holds the lease of; with SQLite, this one process, driving them all."""
+        if services.leases is None:
+            names = [b.name for b in services.pool.backends]
+            return {"replicas": [{"id": services.replica, "backends": names}], "replicated": False}
+        found = await live_replicas(services.db, services.settings.lease_ttl_s)
+        return {"replicas": found, "replicated": True}
 
     return router

@@ -315,6 +315,8 @@ def build(registry: WorkflowRegistry) -> APIRouter:
             "service": "wan2-video-server",
             "version": __version__,
             "backends_up": services.pool.health().connected,
+            # Which process answered (with replicas behind a load balancer, one of several).
+            "replica": services.replica,
         }
         if problems:
             body["message"] = f"Jobs are not being run: {'; '.join(problems)}."

@@ -141,7 +141,10 @@ class BatchService:
             while True:
                 event = await queue.get()
                 job = event.job
-                if job.batch_id is None or event.kind == "deleted" or not job.status.finished:
+                # A job another replica ended is that replica's to record.
+                if not event.local or job.batch_id is None or event.kind == "deleted":
+                    continue
+                if not job.status.finished:
                     continue
                 try:
                     batch = await self.store.get_batch(job.batch_id)

@@ -49,9 +49,11 @@ class BackendSocket:
         reconnect_max_s: float = 10.0,
         on_status: Callable[[SocketState], Awaitable[None]] | None = None,
     ) -> None:
-        scheme = "wss" if base_url.startswith("https") else "ws"
-        self.url = f"{scheme}://{base_url.split('://', 1)[1].rstrip('/')}/ws?clientId={client_id}"
-        self.client_id = client_id
+        self._base_url = base_url
+        self.url = ""
+        self.client_id = ""
+        self._task: asyncio.Task[None] | None = None
+        self.rebind(client_id)
         self.heartbeat_s = heartbeat_s
         self.reconnect_min_s = reconnect_min_s
         self.reconnect_max_s = reconnect_max_s
@@ -62,8 +64,18 @@ class BackendSocket:
         self._on_status = on_status
         self._subscribers: dict[str, set[asyncio.Queue[ComfyEvent]]] = {}
         self._connected = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self._ws: websockets.ClientConnection | None = None
+
+    def rebind(self, client_id: str) -> None:
+        """Use another client id from the next start on (a replica taking a backend over
+        uses the id its prompts were submitted with: ComfyUI sends a prompt's events only to
+        that id). Only while stopped."""
+        if self._task is not None:
+            raise RuntimeError("rebind a backend socket only while it is stopped")
+        scheme = "wss" if self._base_url.startswith("https") else "ws"
+        host = self._base_url.split("://", 1)[1].rstrip("/")
+        self.url = f"{scheme}://{host}/ws?clientId={client_id}"
+        self.client_id = client_id
 
     # -- subscribers ---------------------------------------------------------------------
 
@@ -100,6 +112,9 @@ class BackendSocket:
 
     def start(self) -> None:
         if self._task is None:
+            if self.state is SocketState.CLOSED:
+                self.state = SocketState.CONNECTING
+                self.connects = 0
             self._task = asyncio.create_task(self._run(), name=f"ws:{self.url}")
 
     async def wait_connected(self, timeout_s: float) -> bool:
@@ -114,7 +129,9 @@ class BackendSocket:
         return self.state is SocketState.CONNECTED
 
     async def close(self) -> None:
+        """Close the connection and stop reconnecting; `start` may open it again later."""
         self.state = SocketState.CLOSED
+        self._connected.clear()
         if self._ws is not None:
             with suppress(OSError, ConnectionClosed):
                 await self._ws.close()

@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -30,23 +31,59 @@ class Backend:
     last_workflow: str | None = None
     # After a failed submit the backend rests a moment instead of being retried in a loop.
     cooldown_until: float = 0.0
+    # Replicas (`proxy.replicas.leases`): whether this process drives the backend (always, with
+    # one process), who does as last read, whether that one's websocket is connected, until
+    # when its lease runs; and whether this process is handing it over (takes no new job).
+    mine: bool = True
+    owner: str | None = None
+    owner_connected: bool = False
+    lease_expires_at: datetime | None = None
+    draining: bool = False
 
     @property
     def up(self) -> bool:
-        return self.socket.connected and time.monotonic() >= self.cooldown_until
+        """Whether this process may give it a job now."""
+        return (
+            self.mine
+            and not self.draining
+            and self.socket.connected
+            and time.monotonic() >= self.cooldown_until
+        )
+
+    @property
+    def reachable(self) -> bool:
+        """Whether some replica (this one or another) has its websocket connected."""
+        return self.socket.connected if self.mine else self.owner_connected
 
     def describe(self) -> dict[str, Any]:
+        if self.mine:
+            status = "up" if self.up else "down"
+            websocket = self.socket.state.value
+        else:
+            status = "up" if self.owner_connected else "down"
+            websocket = "driven by another replica" if self.owner else "not driven"
         return {
             "url": self.name,
             "gpu_id": self.index,
-            "status": "up" if self.up else "down",
-            "websocket": self.socket.state.value,
+            "status": status,
+            "websocket": websocket,
+            "owner": self.owner,
+            "lease_expires_at": iso_utc(self.lease_expires_at),
             "current_job": self.current_job,
             "queue_length": len(self.inflight),
-            "comfy_queue_remaining": self.socket.queue_remaining,
+            "comfy_queue_remaining": self.socket.queue_remaining if self.mine else None,
             "jobs_done": self.jobs_done,
-            "last_error": self.last_error or self.socket.last_error,
+            "last_error": (self.last_error or self.socket.last_error) if self.mine else None,
         }
+
+
+def iso_utc(value: datetime | None) -> str | None:
+    """An aware time as ISO 8601 with a Z (a naive one is taken as UTC)."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
@@ -54,8 +91,8 @@ class PoolHealth:
     """The pool at a glance, for health answers and admission checks."""
 
     backends: list[dict[str, Any]]
-    up: int  # usable now
-    connected: int  # websocket connected (a backend resting after a failed submit counts)
+    up: int  # usable now (by this process or, with replicas, by the one driving it)
+    connected: int  # websocket connected here or at the replica driving it
 
     @property
     def total(self) -> int:
@@ -111,12 +148,13 @@ class BackendPool:
         return [b for b in self.backends if b.up]
 
     def connected(self) -> list[Backend]:
-        return [b for b in self.backends if b.socket.connected]
+        """The backends whose websocket is connected, here or at the replica driving them."""
+        return [b for b in self.backends if b.reachable]
 
     def health(self) -> PoolHealth:
         return PoolHealth(
             backends=[b.describe() for b in self.backends],
-            up=len(self.up()),
+            up=len([b for b in self.backends if b.up or (not b.mine and b.owner_connected)]),
             connected=len(self.connected()),
         )
 
@@ -156,8 +194,11 @@ class BackendPool:
         return {f: (await backend.client.list_models(f)) or [] for f in folders}
 
     def start(self) -> None:
+        """Open the websockets of the backends this process drives (with replicas, the
+        lease keeper opens and closes the others' as it gains and loses them)."""
         for backend in self.backends:
-            backend.socket.start()
+            if backend.mine:
+                backend.socket.start()
 
     async def close(self) -> None:
         for backend in self.backends:

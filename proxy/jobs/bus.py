@@ -1,4 +1,5 @@
-"""In-process fan-out of job changes to whoever listens (SSE, websockets, waiters).
+"""In-process fan-out of job changes to whoever listens (SSE, websockets, waiters); with
+replicas, the changes the others make arrive here too (`proxy.replicas.relay`).
 
 Owned by the app lifespan. Each subscriber gets its own bounded queue; a subscriber that
 stops reading loses the oldest events rather than blocking the publisher (every event carries
@@ -29,6 +30,9 @@ class JobEvent:
     id: int  # monotonically increasing per process, used as the SSE event id
     kind: str  # "created", "updated", "progress", "deleted"
     job: Job
+    # False for a change made by another replica (`proxy.replicas.relay`): shown to clients,
+    # but what acts on a change once (callbacks, metrics) leaves it to the replica that made it.
+    local: bool = True
     # Renderings of this event, made once however many clients receive it (`rendered`).
     _renderings: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -54,9 +58,15 @@ class EventBus:
         # Recent events, so an SSE client reconnecting with Last-Event-ID misses nothing.
         self._recent: list[JobEvent] = []
         self._replay_size = replay_size
+        # Told of every local event as it is published (the relay to the other replicas);
+        # each must not block.
+        self.forwarders: list[Callable[[JobEvent], None]] = []
 
-    def publish(self, kind: str, job: Job) -> JobEvent:
-        event = JobEvent(id=next(self._ids), kind=kind, job=job)
+    def publish(self, kind: str, job: Job, *, local: bool = True) -> JobEvent:
+        event = JobEvent(id=next(self._ids), kind=kind, job=job, local=local)
+        if local:
+            for forward in self.forwarders:
+                forward(event)
         self._recent.append(event)
         if len(self._recent) > self._replay_size:
             del self._recent[: len(self._recent) - self._replay_size]

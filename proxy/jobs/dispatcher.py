@@ -15,6 +15,12 @@ Every job ends, whatever fails:
   most `backend_down_timeout_s`, counted from the first failure across re-attaches and
   releases; with no backend reachable at all for `no_backend_timeout_s`, queued jobs fail and
   new ones are refused (`NoBackend`) until one is back.
+
+With replicas (`proxy.replicas`) each process feeds and follows only the backends it holds the
+lease of (`Backend.mine`); queued jobs are claimed with SKIP LOCKED, so two replicas never take
+the same one; a backend gained is swept at once (`adopt`: its jobs are re-attached from
+ComfyUI's queue and history), one lost is let go without ending its jobs (`drop`), and a job
+another replica stops or deletes is followed no more (`on_remote`).
 """
 
 from __future__ import annotations
@@ -253,13 +259,16 @@ class Dispatcher:
             free = [b for b in self.pool.up() if len(b.inflight) < depth]
             if not free:
                 return
-            job = await self.store.next_queued()
-            if job is None:
+            chosen: list[Backend] = []
+
+            def choose(job: Job, free: list[Backend] = free, chosen: list[Backend] = chosen) -> str:
+                chosen.append(choose_backend(free, job))
+                return chosen[-1].name
+
+            claimed = await self.store.claim_next(choose)
+            if claimed is None:
                 return
-            backend = choose_backend(free, job)
-            claimed = await self.store.claim(job.id, backend.name)
-            if claimed is not None:
-                self._spawn(backend, claimed)
+            self._spawn(chosen[-1], claimed)
 
     async def _fail_queued(self) -> None:
         """No backend for `no_backend_timeout_s`: fail every job waiting in our own queue."""
@@ -287,6 +296,8 @@ class Dispatcher:
             if job.backend is None or job.id in self._runners or self._closing:
                 continue
             backend = self.pool.get(job.backend)
+            if backend is not None and not backend.mine:
+                continue  # another replica drives its backend (and follows it)
             if backend is None or job.prompt_id is None:
                 # Its backend left the configuration, or it was claimed and never submitted.
                 requeued = await self.writer.update(
@@ -310,6 +321,10 @@ class Dispatcher:
     # -- following one job -----------------------------------------------------------------
 
     def _spawn(self, backend: Backend, job: Job) -> None:
+        if not backend.mine:
+            # Its lease was lost while the job was being claimed: the replica that drives
+            # the backend now requeues it (claimed, never submitted) or re-attaches it.
+            return
         backend.inflight.add(job.id)
         backend.last_workflow = job.workflow
         task = asyncio.create_task(self._run(backend, job), name=f"job:{job.id}")
@@ -497,7 +512,7 @@ class Dispatcher:
         """Retry once, on another backend that is up; on any backend, this one included,
         when `same_backend` (nothing of the job ran: ComfyUI only held it in its queue).
         Otherwise fail with the reason."""
-        others = [b for b in self.pool.up() if b is not backend]
+        others = [b for b in self.pool.connected() if b is not backend]
         same = same_backend and job.status is JobStatus.QUEUED
         if job.retries < 1 and (others or same):
             log.warning("job %s lost on %s; retrying", job.id, backend.name)
@@ -532,6 +547,44 @@ class Dispatcher:
         )
         if failed is not None:
             self._down_since.pop(job.id, None)
+
+    # -- replicas (`proxy.replicas`) --------------------------------------------------------
+
+    def adopt(self, backend: Backend) -> None:
+        """This replica now drives `backend`: follow its jobs again at once (the sweep
+        re-attaches them from ComfyUI's queue and history) and feed it."""
+        self._next_sweep = 0.0
+        self.wake()
+
+    async def drop(self, backend: Backend) -> None:
+        """This replica no longer drives `backend`: stop following its jobs without ending
+        them (the replica that takes it over re-attaches them)."""
+        entries = [(job_id, task) for job_id, (task, b) in self._runners.items() if b is backend]
+        for job_id, task in entries:
+            self._runners.pop(job_id, None)
+            self._down_since.pop(job_id, None)
+            self.writer.running.discard(job_id)
+            task.cancel()
+        for _, task in entries:
+            with suppress(asyncio.CancelledError):
+                await task
+        backend.inflight.clear()
+        backend.current_job = None
+
+    def on_remote(self, kind: str, job: Job) -> None:
+        """Another replica changed a job: a new or requeued one may be ours to run; one it
+        stopped or deleted that we follow is followed no more."""
+        if job.status is JobStatus.QUEUED and job.backend is None:
+            self.wake()
+        entry = self._runners.get(job.id)
+        if entry is not None and (kind == "deleted" or job.status not in ACTIVE):
+            self._runners.pop(job.id, None)
+            task, backend = entry
+            task.cancel()
+            backend.inflight.discard(job.id)
+            if backend.current_job == job.id:
+                backend.current_job = None
+            self.wake()
 
     async def cancel(self, job_id: str) -> None:
         """Stop following a job (its ComfyUI prompt is withdrawn by the caller)."""

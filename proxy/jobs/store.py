@@ -110,7 +110,9 @@ class JobStore:
     """Jobs in the database, and the recently used ones in memory.
 
     Every write of a job row in this process goes through here, so the memory copy is what
-    the database holds (one proxy process per database: see `proxy.instance`).
+    the database holds; with replicas, the changes another replica makes reach here through
+    `proxy.replicas.relay` (`seen_elsewhere`), within milliseconds, and every conditional
+    write is decided by the database, not by this copy.
     """
 
     def __init__(self, db: Database, cache_size: int = CACHE_SIZE) -> None:
@@ -136,6 +138,24 @@ class JobStore:
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
         return job
+
+    def peek(self, job_id: str) -> Job | None:
+        """The copy in memory, if any (no database read)."""
+        return self._cache.get(job_id)
+
+    def seen_elsewhere(self, job: Job | None, job_id: str) -> None:
+        """Another replica changed (or deleted, `job` None) this job: keep its newer row,
+        or forget ours so the next read asks the database."""
+        kept = self._cache.get(job_id)
+        if job is None or (kept is not None and kept.updated_at > job.updated_at):
+            self._forget(job_id)
+        else:
+            self._keep(job)
+
+    def forget_all(self) -> None:
+        """Changes from other replicas may have been missed (the relay reconnected)."""
+        self._writes += 1
+        self._cache.clear()
 
     async def insert(self, job: Job) -> None:
         async with self.db.transaction() as conn:
@@ -263,44 +283,36 @@ class JobStore:
         async with self.db.engine.connect() as conn:
             return int((await conn.execute(query)).scalar_one())
 
-    async def next_queued(self) -> Job | None:
-        """The oldest job waiting in the proxy's own queue (not yet given to a backend)."""
+    async def claim_next(self, choose: Callable[[Job], str | None]) -> Job | None:
+        """Give the oldest job waiting in the proxy's own queue to the backend `choose(job)`
+        names (None: leave it). With PostgreSQL the row is locked with SKIP LOCKED, so
+        replicas claiming at once each get another job and never wait for each other; the
+        conditional update keeps SQLite (one process) as safe."""
+        c = jobs_table.c
         query = (
             select(jobs_table)
-            .where(jobs_table.c.status == JobStatus.QUEUED.value)
-            .where(jobs_table.c.backend.is_(None))
-            .order_by(jobs_table.c.updated_at.asc(), jobs_table.c.id)
+            .where(c.status == JobStatus.QUEUED.value)
+            .where(c.backend.is_(None))
+            .order_by(c.updated_at.asc(), c.id)
             .limit(1)
+            .with_for_update(skip_locked=True)
         )
-        async with self.db.engine.connect() as conn:
-            row = (await conn.execute(query)).first()
-        return _from_row(row) if row else None
-
-    async def claim(self, job_id: str, backend: str) -> Job | None:
-        """Assign a queued job to `backend` unless another claimer was first.
-
-        The conditional UPDATE makes this safe when several proxies share one PostgreSQL queue.
-        """
-        async with self.db.transaction() as conn:
-            result = await conn.execute(
-                update(jobs_table)
-                .where(jobs_table.c.id == job_id)
-                .where(jobs_table.c.status == JobStatus.QUEUED.value)
-                .where(jobs_table.c.backend.is_(None))
-                .values(backend=backend, updated_at=utcnow())
-            )
-        if not result.rowcount:
-            return None
-        self._forget(job_id)  # changed: read it again
-        return await self.get(job_id)
-
-    async def claim_next(self, backend: str) -> Job | None:
-        """Claim the oldest queued job. Losing a race means another claimer took that job,
-        so the loop ends after at most as many rounds as there are queued jobs."""
-        while True:
-            job = await self.next_queued()
-            if job is None:
-                return None
-            claimed = await self.claim(job.id, backend)
-            if claimed is not None:
-                return claimed
+        while True:  # a lost race (SQLite) means that job is taken: at most one per job
+            async with self.db.transaction() as conn:
+                row = (await conn.execute(query)).first()
+                if row is None:
+                    return None
+                job = _from_row(row)
+                backend = choose(job)
+                if backend is None:
+                    return None
+                now = utcnow()
+                result = await conn.execute(
+                    update(jobs_table)
+                    .where(c.id == job.id)
+                    .where(c.status == JobStatus.QUEUED.value)
+                    .where(c.backend.is_(None))
+                    .values(backend=backend, updated_at=now)
+                )
+            if result.rowcount:
+                return self._keep(job.model_copy(update={"backend": backend, "updated_at": now}))

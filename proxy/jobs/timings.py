@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Column, DateTime, Float, Integer, String, Table, and_, select
+from sqlalchemy.dialects import postgresql, sqlite
 
 from proxy.db import Database, metadata
 from proxy.jobs.store import utcnow
@@ -177,35 +178,36 @@ class TimingStore:
             else:
                 value = old.seconds * (1 - ALPHA) + seconds * ALPHA
                 updated[node_id] = NodeTiming(node_id, class_type, value, old.samples + 1)
-        t = timings_table.c
+        rows = [
+            {
+                "backend": backend,
+                "workflow": workflow,
+                "size_class": size.key,
+                "node_id": timing.node_id,
+                "class_type": timing.class_type,
+                "work": size.work,
+                "seconds": timing.seconds,
+                "samples": timing.samples,
+                "updated_at": now,
+            }
+            for node_id, timing in updated.items()
+            if node_id in measured
+        ]
         async with self.db.transaction() as conn:
+            # An upsert: two runs recorded at once (two jobs ending together, or two
+            # replicas) must not collide on the key; the later one's averages win.
+            dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+            statement = dialect.insert(timings_table)
+            keys = {"backend", "workflow", "size_class", "node_id"}
             await conn.execute(
-                timings_table.delete().where(
-                    and_(
-                        t.backend == backend,
-                        t.workflow == workflow,
-                        t.size_class == size.key,
-                        t.node_id.in_(list(measured)),
-                    )
-                )
-            )
-            await conn.execute(
-                timings_table.insert(),
-                [
-                    {
-                        "backend": backend,
-                        "workflow": workflow,
-                        "size_class": size.key,
-                        "node_id": timing.node_id,
-                        "class_type": timing.class_type,
-                        "work": size.work,
-                        "seconds": timing.seconds,
-                        "samples": timing.samples,
-                        "updated_at": now,
-                    }
-                    for node_id, timing in updated.items()
-                    if node_id in measured
-                ],
+                statement.on_conflict_do_update(
+                    index_elements=[timings_table.c[k] for k in sorted(keys)],
+                    set_={
+                        name: statement.excluded[name]
+                        for name in ("class_type", "work", "seconds", "samples", "updated_at")
+                    },
+                ),
+                rows,
             )
         self._cache[(backend, workflow, size.key)] = updated
 

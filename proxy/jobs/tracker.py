@@ -20,13 +20,14 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from proxy.comfy import ComfyEvent, HistoryEntry
 from proxy.comfy.models import DISCONNECTED, RECONNECTED
-from proxy.errors import ComfyError, ComfyUnavailable, PromptRejected
+from proxy.errors import ComfyError, ComfyUnavailable, NotFound, PromptRejected
 from proxy.jobs.backends import Backend
 from proxy.jobs.models import ACTIVE, Job, JobStatus
 from proxy.jobs.progress import ProgressTracker
 from proxy.jobs.store import utcnow
 from proxy.jobs.timings import SizeClass, TimingStore
 from proxy.jobs.writer import JobWriter
+from proxy.media.inputs import InputFiles
 from proxy.media.storage import OutputStore, StoreError
 from proxy.workflows import WorkflowRegistry
 
@@ -78,7 +79,9 @@ class JobTracker:
         self.writer = writer
         self.registry = registry
         self.outputs = outputs
-        self.uploads_dir = uploads_dir
+        # The job's input files: in `uploads_dir`, or in the output store when it keeps them
+        # (a bucket: the replica that received a file need not be this one).
+        self.inputs = InputFiles(uploads_dir, outputs)
         self.backend = backend
         self.job = job
         # Running with no event at all for this long: ComfyUI hangs; the job is interrupted
@@ -106,7 +109,10 @@ class JobTracker:
         """Submit (when the job has no prompt yet) or re-attach, then follow to the end."""
         submit = self.prompt_id is None
         prompt_id = self.prompt_id = self.prompt_id or str(uuid.uuid4())
-        self.graph = await self._build_graph(upload=submit)
+        try:
+            self.graph = await self._build_graph(upload=submit)
+        except _Done:  # failed before anything reached ComfyUI (an input could not be read)
+            return
         # Re-attached (after a restart or a reconnect): carry on from the stored progress, so
         # it never goes backwards.
         self.progress = ProgressTracker(
@@ -153,15 +159,24 @@ class JobTracker:
         params = dict(self.job.params)
         for name, info in (self.job.inputs or {}).items():
             if upload:
-                try:
-                    params[name] = await self.backend.client.upload(
-                        self.uploads_dir / info["stored"], info["upload_name"]
-                    )
-                except ComfyUnavailable as exc:
-                    raise Released(str(exc)) from exc
+                params[name] = await self._upload_input(name, info)
             else:
                 params[name] = info.get("comfy_name") or info["upload_name"]
         return workflow.fill(params, filename_prefix=f"fastwan/{self.job.id}")
+
+    async def _upload_input(self, name: str, info: dict[str, Any]) -> str:
+        """Send one input file to ComfyUI; the name it chose. An input the store cannot give
+        fails the job (nothing has reached ComfyUI yet; asking again would not help)."""
+        try:
+            async with self.inputs.local_file(info["stored"]) as path:
+                return await self.backend.client.upload(path, info["upload_name"])
+        except ComfyUnavailable as exc:
+            raise Released(str(exc)) from exc
+        except (StoreError, NotFound) as exc:
+            text = f"The {name} input could not be read: {exc.message}"
+            failed = Outcome(JobStatus.FAILED, {"error": text, "message": text})
+            await self._finish(failed, check_prompt=False)
+            raise _Done() from None
 
     async def _submit(self) -> None:
         assert self.prompt_id is not None

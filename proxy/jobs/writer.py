@@ -69,10 +69,20 @@ class JobWriter:
             return job
         return live
 
+    def seen_elsewhere(self, job: Job, *, deleted: bool = False, live: bool = False) -> None:
+        """Another replica changed this job (`proxy.replicas.relay`): show its live progress,
+        or drop the one shown (a write or a deletion supersedes it). That replica runs it:
+        nothing of this one's is written for it any more."""
+        self.running.discard(job.id)
+        if live:
+            self.live[job.id] = job
+        else:
+            self.live.pop(job.id, None)
+
     async def flush(self) -> None:
         """Write every progress not written yet (a stopping proxy: the next one resumes from
         what was shown; after a crash, from the last write, at most PROGRESS_PERSIST_S old)."""
-        for job in list(self.live.values()):
+        for job in [j for j in self.live.values() if j.id in self.running]:
             fields = {name: getattr(job, name) for name in PROGRESS_FIELDS}
             try:
                 await self.update(job.id, expect=ACTIVE, **fields)

@@ -7,12 +7,22 @@ Two ways in, one record shape (see `proxy.media.uploads`):
 - ahead of the job: `POST /api/uploads` stores a file as a reusable upload with an id (a row in
   `uploads`); a job that names the id gets its own hard-linked copy, so deleting the job or the
   upload never takes the file from under the other.
+
+Where the bytes are (`InputFiles`): on local disk, in UPLOADS_DIR (the default). With an output
+store that every replica reads (a bucket, OUTPUT_STORE=s3://…) each stored file goes there
+once received, and leaves UPLOADS_DIR: a job may be handed to ComfyUI by another replica than
+the one that received its image, and an upload or job deleted on any replica takes its bytes
+with it (a copy left on the receiving replica's disk would outlive a delete made elsewhere).
+A job's own copy is then a copy made inside the store, and `local_file` fetches an input into
+a temporary file for as long as it is needed. Files found in UPLOADS_DIR (received before the
+store was a bucket) are still used from there.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,7 +34,13 @@ from sqlalchemy import Column, DateTime, String, Table, delete, insert, select
 from proxy.auth import Principal
 from proxy.db import Database, JSONType, metadata
 from proxy.errors import InvalidInput, NotFound
+from proxy.media.storage import OutputStore, StoreError
 from proxy.media.uploads import MediaKind, ReceivedForm, discard, receive_form
+
+log = logging.getLogger("proxy.uploads")
+
+# A clean-up after another failure gets this long with the store, even when cancelled.
+CLEANUP_TIMEOUT_S = 10.0
 
 uploads_table = Table(
     "uploads",
@@ -55,10 +71,84 @@ def public_record(record: Mapping[str, Any]) -> dict[str, Any]:
     return {key: record[key] for key in PUBLIC_KEYS if record.get(key) is not None}
 
 
-class InputStore:
-    def __init__(self, db: Database, directory: Path, max_upload_bytes: int) -> None:
-        self.db = db
+def _names(records: Iterable[Mapping[str, Any]]) -> list[str]:
+    return [str(record["stored"]) for record in records if record.get("stored")]
+
+
+class InputFiles:
+    """The bytes of stored inputs: files in `directory`, or objects in `outputs` when that
+    store keeps inputs (a bucket; see the module docstring)."""
+
+    def __init__(self, directory: Path, outputs: OutputStore | None = None) -> None:
         self.directory = directory
+        self.remote = outputs if outputs is not None and outputs.keeps_inputs else None
+
+    async def keep(self, records: Iterable[Mapping[str, Any]]) -> None:
+        """Send received files to the store (with one), each streamed from its local file,
+        which then goes. StoreError when the store fails (the caller discards the records)."""
+        if self.remote is None:
+            return
+        for record in records:
+            path = self.directory / record["stored"]
+            await self.remote.put_input(path, record["stored"], record.get("content_type"))
+            await anyio.Path(path).unlink()
+
+    async def duplicate(self, source: str, name: str) -> None:
+        """Store the input `source` again as `name`: a hard link on local disk, a copy inside
+        the store. FileNotFoundError when `source` is stored nowhere."""
+        path = anyio.Path(self.directory / source)
+        if self.remote is None:
+            await anyio.Path(self.directory / name).hardlink_to(path)
+            return
+        if await path.is_file():  # received before the store kept inputs
+            await self.remote.put_input(Path(path), name)
+            return
+        try:
+            await self.remote.copy_input(source, name)
+        except NotFound:
+            raise FileNotFoundError(source) from None
+
+    @asynccontextmanager
+    async def local_file(self, name: str) -> AsyncIterator[Path]:
+        """The input `name` as a local file while the block runs: the one in `directory`, or
+        one fetched from the store into a temporary file (removed after). From the store:
+        NotFound when it does not have it, StoreError when it fails."""
+        path = self.directory / name
+        if self.remote is None or await anyio.Path(path).is_file():
+            yield path
+            return
+        async with self.remote.reading_input(name) as fetched:
+            yield fetched
+
+    async def discard(self, records: Iterable[Mapping[str, Any]]) -> None:
+        """Remove stored inputs (those already gone are no error); StoreError when the store
+        fails (nothing is lost by trying again)."""
+        records = list(records)
+        await discard(records, self.directory)
+        if self.remote is not None:
+            await self.remote.delete_inputs(_names(records))
+
+    async def discard_quietly(self, records: Iterable[Mapping[str, Any]]) -> None:
+        """`discard`, for clean-ups after another failure: a store that fails (or takes too
+        long) is logged, so the failure that led here is the one reported."""
+        records = list(records)
+        with anyio.CancelScope(shield=True), anyio.move_on_after(CLEANUP_TIMEOUT_S):
+            try:
+                await self.discard(records)
+            except StoreError as exc:
+                log.warning("inputs %s not removed: %s", ", ".join(_names(records)), exc.message)
+
+
+class InputStore(InputFiles):
+    def __init__(
+        self,
+        db: Database,
+        directory: Path,
+        max_upload_bytes: int,
+        outputs: OutputStore | None = None,
+    ) -> None:
+        super().__init__(directory, outputs)
+        self.db = db
         self.max_upload_bytes = max_upload_bytes
 
     @asynccontextmanager
@@ -84,13 +174,11 @@ class InputStore:
             required=required,
         )
         try:
+            await self.keep(form.files.values())
             yield form
         except BaseException:
-            await self.discard(form.files.values())
+            await self.discard_quietly(form.files.values())
             raise
-
-    async def discard(self, records: Any) -> None:
-        await discard(records, self.directory)
 
     async def create(self, record: dict[str, Any], client_key: str | None) -> dict[str, Any]:
         """Keep a received file as an upload; the answer a client sees (with its id)."""
@@ -107,7 +195,7 @@ class InputStore:
                     )
                 )
         except BaseException:
-            await self.discard([record])
+            await self.discard_quietly([record])
             raise
         return {"id": upload_id, **public_record(record)}
 
@@ -131,25 +219,27 @@ class InputStore:
         row = await self._row(upload_id, caller)
         if row is None:
             raise NotFound(f"no upload with id {upload_id!r}")
+        if self.remote is not None:
+            # Before the row: a store that fails leaves the upload whole, to delete again.
+            await self.remote.delete_inputs(_names([row.record]))
         async with self.db.transaction() as conn:
             await conn.execute(delete(uploads_table).where(uploads_table.c.id == upload_id))
-        await self.discard([row.record])
+        await discard([row.record], self.directory)
 
     async def copy_for_job(
         self, field: str, upload_id: str, kind: MediaKind, caller: Principal | None = None
     ) -> dict[str, Any]:
-        """A job's own record of an upload: a hard link to the same bytes under a new name.
-        `field` names the request field in errors."""
+        """A job's own record of an upload: the same bytes under a new name (a hard link, or
+        a copy inside the store). `field` names the request field in errors."""
         row = await self._row(upload_id, caller)
         if row is None:
             raise InvalidInput(field, f"no upload with id {upload_id!r} (POST /api/uploads)")
         record = dict(row.record)
         if record["kind"] != kind:
             raise InvalidInput(field, f"upload {upload_id} is {record['kind']}, not {kind}")
-        source = anyio.Path(self.directory / record["stored"])
         stored = f"{uuid.uuid4().hex}{Path(record['stored']).suffix}"
         try:
-            await anyio.Path(self.directory / stored).hardlink_to(source)
+            await self.duplicate(record["stored"], stored)
         except FileNotFoundError:
             raise InvalidInput(field, f"upload {upload_id} is no longer stored") from None
         record.update(stored=stored, upload_name=f"fastwan_{stored}")

@@ -10,6 +10,9 @@ bucket serves the same outputs.
 - **Reading.** HEAD says what an object is (404: NotFound); downloads and zips stream GETs
   (with a byte range where asked); redirects carry presigned GET URLs. Each GET names the
   ETag that HEAD saw, so bytes of two versions are never spliced together.
+- **Inputs.** With a bucket, the images and videos jobs are made from are kept there too, as
+  `<prefix>/inputs/<stored name>` (sent like outputs; a job's own copy is a server-side copy),
+  so whichever replica hands a job to ComfyUI can fetch its input (`reading_input`).
 - **Errors.** Every botocore error is translated in `_calling` into a StoreError (502) or
   StoreUnavailable (503) whose message names the store and what to check.
 """
@@ -76,6 +79,11 @@ READ_TIMEOUT_S = 60.0
 CLEANUP_TIMEOUT_S = 10.0
 # Downloads streamed through the proxy and zips each hold one connection while they run.
 MAX_CONNECTIONS = 64
+# Inputs live under the store's prefix beside the outputs; an output's name never holds a "/",
+# so none is ever taken for one of them.
+INPUTS_FOLDER = "inputs/"
+# The largest object one CopyObject copies (S3's limit); a larger one is copied in parts.
+COPY_MAX_BYTES = 5 * 1024 * 1024 * 1024
 # Error codes that say the credentials (or their rights) are wrong.
 REFUSED_CODES = {
     "AccessDenied",
@@ -147,6 +155,7 @@ class S3OutputStore(OutputStore):
         presign_ttl_s: float = 3600.0,
         part_bytes: int = PART_BYTES,
         stale_upload_s: float = STALE_UPLOAD_S,
+        copy_max_bytes: int = COPY_MAX_BYTES,
     ) -> None:
         # `root` is where files wait on their way in (this process's folder, once prepared).
         super().__init__(staging_dir)
@@ -162,6 +171,7 @@ class S3OutputStore(OutputStore):
         self.presign_ttl_s = presign_ttl_s
         self.part_bytes = part_bytes
         self.stale_upload_s = stale_upload_s
+        self.copy_max_bytes = copy_max_bytes
         self._staging_root = staging_dir
         self._stack: AsyncExitStack | None = None
         self._client: S3Client | None = None
@@ -468,14 +478,7 @@ class S3OutputStore(OutputStore):
                 await anyio.to_thread.run_sync(shutil.rmtree, folder, True)
 
     async def _fetch(self, file: StoredFile, dest: Path) -> None:
-        stream = await self.open_stream(file)
-        try:
-            # Opened here, not in a thread: a cancelled threaded open leaks the file.
-            async with anyio.wrap_file(open(dest, "wb")) as out:  # noqa: ASYNC230
-                while chunk := await stream.read(1024 * 1024):
-                    await out.write(chunk)
-        finally:
-            await stream.aclose()
+        await _save(await self.open_stream(file), dest)
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -488,13 +491,13 @@ class S3OutputStore(OutputStore):
         path = folder / filename
         try:
             yield path
-            await self._upload(path, key, content_type or content_type_of(path), filename)
+            content_type = content_type or content_type_of(path)
+            await self._upload(path, key, content_type, f"store output {filename}")
         finally:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(shutil.rmtree, folder, True)
 
-    async def _upload(self, path: Path, key: str, content_type: str, filename: str) -> None:
-        action = f"store output {filename}"
+    async def _upload(self, path: Path, key: str, content_type: str, action: str) -> None:
         # Opened here, not in a thread: a cancelled threaded open leaks the file.
         async with anyio.wrap_file(open(path, "rb")) as source:  # noqa: ASYNC230
             chunk = await source.read(self.part_bytes)
@@ -551,6 +554,102 @@ class S3OutputStore(OutputStore):
             key = self.key(name)
             async with self._calling(f"delete output {name}"):
                 await self.client.delete_object(Bucket=self.bucket, Key=key)
+
+    # -- inputs -----------------------------------------------------------------------------
+
+    keeps_inputs = True
+
+    def input_key(self, name: str) -> str:
+        return self.prefix + INPUTS_FOLDER + checked_name(name)
+
+    def _no_input(self, name: str) -> Callable[[], ProxyError]:
+        return lambda: NotFound(f"the input {name} is missing from the output store {self.where}")
+
+    async def put_input(self, path: Path, name: str, content_type: str | None = None) -> None:
+        key = self.input_key(name)
+        await self._upload(path, key, content_type or content_type_of(path), f"store input {name}")
+
+    async def copy_input(self, source: str, name: str) -> None:
+        """A server-side copy: the bytes never pass through the proxy."""
+        action = f"copy input {source}"
+        source_key, key = self.input_key(source), self.input_key(name)
+        async with self._calling(action, missing=self._no_input(source)):
+            head = await self.client.head_object(Bucket=self.bucket, Key=source_key)
+        size = head.get("ContentLength", 0)
+        if size > self.copy_max_bytes:
+            await self._copy_in_parts(source_key, key, size, head.get("ContentType"), action)
+            return
+        async with self._calling(action, missing=self._no_input(source)):
+            await self.client.copy_object(
+                Bucket=self.bucket, Key=key, CopySource={"Bucket": self.bucket, "Key": source_key}
+            )
+
+    async def _copy_in_parts(
+        self, source_key: str, key: str, size: int, content_type: str | None, action: str
+    ) -> None:
+        async with self._calling(action):
+            created = await self.client.create_multipart_upload(
+                Bucket=self.bucket, Key=key, ContentType=content_type or "application/octet-stream"
+            )
+        upload_id = created["UploadId"]
+        try:
+            parts: list[CompletedPartTypeDef] = []
+            for first in range(0, size, self.copy_max_bytes):
+                number = len(parts) + 1
+                last = min(first + self.copy_max_bytes, size) - 1
+                async with self._calling(action):
+                    sent = await self.client.upload_part_copy(
+                        Bucket=self.bucket,
+                        Key=key,
+                        UploadId=upload_id,
+                        PartNumber=number,
+                        CopySource={"Bucket": self.bucket, "Key": source_key},
+                        CopySourceRange=f"bytes={first}-{last}",
+                    )
+                parts.append({"ETag": sent["CopyPartResult"]["ETag"], "PartNumber": number})
+            async with self._calling(action):
+                await self.client.complete_multipart_upload(
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": parts},
+                )
+        except BaseException:
+            await self._abort(key, upload_id)
+            raise
+
+    @asynccontextmanager
+    async def reading_input(self, name: str) -> AsyncIterator[Path]:
+        """The input fetched into a temporary folder, removed when the block ends."""
+        action = f"read input {name}"
+        folder = self.root / f"input-{uuid.uuid4().hex}"
+        await anyio.Path(folder).mkdir(parents=True)
+        try:
+            path = folder / checked_name(name)
+            async with self._calling(action, missing=self._no_input(name)):
+                got = await self.client.get_object(Bucket=self.bucket, Key=self.input_key(name))
+            await _save(_Body(self, got["Body"], got.get("ContentLength", 0), action), path)
+            yield path
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(shutil.rmtree, folder, True)
+
+    async def delete_inputs(self, names: Sequence[str]) -> None:
+        for name in names:
+            key = self.input_key(name)
+            async with self._calling(f"delete input {name}"):
+                await self.client.delete_object(Bucket=self.bucket, Key=key)
+
+
+async def _save(stream: ObjectStream, dest: Path) -> None:
+    """Write what `stream` delivers to the file `dest`, a MiB at a time; closes the stream."""
+    try:
+        # Opened here, not in a thread: a cancelled threaded open leaks the file.
+        async with anyio.wrap_file(open(dest, "wb")) as out:  # noqa: ASYNC230
+            while chunk := await stream.read(1024 * 1024):
+                await out.write(chunk)
+    finally:
+        await stream.aclose()
 
 
 class _Body:

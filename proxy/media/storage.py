@@ -11,6 +11,8 @@ which refuses anything that is not a finished output's plain name: paths, hidden
 unfinished `.part` files, control characters and over-long names are all "not found".
 Files arrive through `writing` (a local path to write, stored only when the block ends well)
 and are read as local files, for PyAV, through `reading`; nothing half-written is served.
+A bucket also keeps the jobs' input files (`keeps_inputs`, `put_input`, `reading_input`):
+every replica then reads them; on local disk they stay in UPLOADS_DIR.
 
 A store's own backend failing is one of ours, translated where it happens:
 
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -251,6 +253,29 @@ class OutputStore:
             await self.delete(filenames)
         except StoreError as exc:
             log.warning("outputs %s not removed: %s", ", ".join(filenames), exc.message)
+
+    # -- inputs -----------------------------------------------------------------------------
+    # A store that every replica reads (a bucket) also keeps the jobs' input files (see
+    # proxy.media.inputs), so the replica that hands a job to ComfyUI need not be the one that
+    # received its image. On local disk inputs stay in UPLOADS_DIR: none of these is called.
+
+    keeps_inputs = False
+
+    async def put_input(self, path: Path, name: str, content_type: str | None = None) -> None:
+        """Keep the local file `path` as the input `name`."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no inputs")
+
+    async def copy_input(self, source: str, name: str) -> None:
+        """Keep the input `source` again as `name` (NotFound when `source` is not kept)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no inputs")
+
+    def reading_input(self, name: str) -> AbstractAsyncContextManager[Path]:
+        """The input `name` as a local file while the block runs (NotFound if not kept)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no inputs")
+
+    async def delete_inputs(self, names: Sequence[str]) -> None:
+        """Remove these inputs (those already gone are no error)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no inputs")
 
 
 async def _with_video_info(record: OutputRecord, path: Path, comfy_name: str) -> OutputRecord:

@@ -61,6 +61,8 @@ TABLE_MODULES = (
     "proxy.jobs.timings",
     "proxy.idempotency",
     "proxy.webhooks.store",
+    "proxy.replicas.leases",
+    "proxy.replicas.secrets",
 )
 for _module in TABLE_MODULES:
     importlib.import_module(_module)

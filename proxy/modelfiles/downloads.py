@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 
 import httpx
@@ -85,7 +85,13 @@ class DownloadManager:
         progress_interval_s: float = 0.5,
         retry_delays_s: Sequence[float] = (1, 2, 5, 10, 30),
         request_timeout: httpx.Timeout | None = None,
+        replica: str | None = None,
+        live_replicas: Callable[[], Awaitable[Sequence[str]]] | None = None,
     ) -> None:
+        # Replicas: the downloads this one runs are those it queued, and those of replicas
+        # that are gone (each writes into the MODELS_DIR of its own machine).
+        self.replica = replica
+        self._live_replicas = live_replicas
         self.settings = settings
         self.client = client
         self.store = DownloadStore(database)
@@ -114,9 +120,9 @@ class DownloadManager:
         if self._manifest is None:
             self._manifest = await asyncio.to_thread(load_manifest, self._manifest_path)
         self._started = True
-        requeued = await self.store.requeue_running()
-        pending = await self.store.list(statuses=(DownloadStatus.queued,), oldest_first=True)
-        if requeued or pending:
+        live = await self._live_replicas() if self._live_replicas is not None else ()
+        pending = await self.store.requeue_running(self.replica, live)
+        if pending:
             log.info("resuming %d model download(s)", len(pending))
         for record in pending:
             if record.id not in self._tasks:
@@ -149,6 +155,7 @@ class DownloadManager:
             if present is not None:
                 return present
             record = await self.store.insert(
+                runner=self.replica,
                 model_id=entry.id,
                 filename=entry.filename,
                 folder=entry.folder,

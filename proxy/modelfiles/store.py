@@ -9,6 +9,7 @@ queued ──► running ──► completed
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
@@ -26,10 +27,12 @@ from sqlalchemy import (
     and_,
     func,
     insert,
+    or_,
     select,
     update,
 )
 from sqlalchemy.engine import RowMapping
+from sqlalchemy.sql.elements import ColumnElement
 
 from proxy.db import Database, metadata
 from proxy.errors import NotFound
@@ -72,6 +75,9 @@ model_downloads = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("finished_at", DateTime(timezone=True)),
+    # The replica that runs it (replicas on PostgreSQL: each runs the downloads it queued,
+    # and adopts those of replicas that are gone); None with a single process.
+    Column("runner", String(128)),
 )
 
 
@@ -165,12 +171,24 @@ class DownloadStore:
                 update(self.table).where(self.table.c.id == download_id).values(**values)
             )
 
-    async def requeue_running(self) -> int:
-        """Mark downloads left running by a stopped proxy as queued again."""
+    async def requeue_running(
+        self, runner: str | None = None, live: Sequence[str] = ()
+    ) -> list[DownloadRecord]:
+        """Mark downloads left running by a stopped proxy as queued again; the queued ones
+        to resume now. With `runner` (a replica), only its own, those of no replica and those
+        of replicas not `live`, which it adopts: another live replica's stay with it."""
+        c = self.table.c
+        unfinished = c.status.in_([DownloadStatus.running.value, DownloadStatus.queued.value])
+        ours: ColumnElement[bool] = unfinished
+        if runner is not None:
+            ours = and_(
+                unfinished,
+                or_(c.runner.is_(None), c.runner == runner, c.runner.not_in([*live, runner])),
+            )
         async with self.database.transaction() as conn:
-            result = await conn.execute(
+            await conn.execute(
                 update(self.table)
-                .where(self.table.c.status == DownloadStatus.running.value)
+                .where(and_(ours, c.status == DownloadStatus.running.value))
                 .values(
                     status=DownloadStatus.queued.value,
                     phase="interrupted; resuming",
@@ -178,7 +196,20 @@ class DownloadStore:
                     updated_at=utcnow(),
                 )
             )
-        return result.rowcount or 0
+            if runner is not None:
+                await conn.execute(update(self.table).where(ours).values(runner=runner))
+            rows = (
+                (
+                    await conn.execute(
+                        select(self.table)
+                        .where(and_(ours, c.status == DownloadStatus.queued.value))
+                        .order_by(c.created_at, c.id)
+                    )
+                )
+                .mappings()
+                .all()
+            )
+        return [_record(row) for row in rows]
 
     async def get(self, download_id: str) -> DownloadRecord:
         async with self.database.engine.connect() as conn:

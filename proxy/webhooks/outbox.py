@@ -35,6 +35,9 @@ TROUBLE_RETRY_S = 5.0
 KEEP_FINISHED_S = 7 * 24 * 3600.0
 PRUNE_INTERVAL_S = 3600.0
 
+# How much longer than an attempt's timeout a claimed delivery is held.
+CLAIM_MARGIN_S = 30.0
+
 
 def where(url: str) -> str:
     """A target as logs name it: scheme, host and port (paths and queries often carry
@@ -117,7 +120,10 @@ class Outbox:
         free = self.concurrency - len(self._busy)
         if free <= 0:
             return
-        for delivery in await self.store.due(utcnow(), free, list(self._busy)):
+        # Claimed for longer than one attempt can last: should this replica die while
+        # sending, another sends it after that.
+        hold_s = self.timeout_s + CLAIM_MARGIN_S
+        for delivery in await self.store.due(utcnow(), free, list(self._busy), hold_s):
             task = asyncio.create_task(self._deliver(delivery), name=f"webhook:{delivery.id}")
             self._busy[delivery.id] = task
 

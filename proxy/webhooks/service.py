@@ -281,6 +281,8 @@ class WebhookService:
         """Turn bus events into job.started / job.progress until cancelled."""
         while True:
             event = await events.get()
+            if not event.local:
+                continue  # the replica that runs the job calls back (once)
             try:
                 await self.observe(event)
             except SQLAlchemyError as exc:

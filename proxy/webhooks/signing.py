@@ -102,6 +102,19 @@ class Signer:
             self._webhook = parse_secret(configured, "WEBHOOK_SECRET")
             self._secret = configured.strip()
 
+    async def kept_locally(self) -> str:
+        """The secret of the data folder (made now if there is none), configured or not."""
+        value, _ = await anyio.to_thread.run_sync(_read_or_create, self.path)
+        return value
+
+    def use(self, value: str, where: str) -> None:
+        """Sign with `value` (replicas share one, kept in the database) unless a secret is
+        configured."""
+        if self.configured:
+            return
+        self._webhook = parse_secret(value, where)
+        self._secret = value.strip()
+
     async def secret(self) -> str:
         """The secret receivers verify with (made and kept now if there is none yet)."""
         await self._load()

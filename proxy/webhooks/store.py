@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -213,20 +213,33 @@ class WebhookStore:
         async with self.db.transaction() as own:
             await own.execute(_insert_ignoring_duplicates(own, deliveries_table), rows)
 
-    async def due(self, now: datetime, limit: int, busy: Sequence[str]) -> list[Delivery]:
+    async def due(
+        self, now: datetime, limit: int, busy: Sequence[str], hold_s: float = 0.0
+    ) -> list[Delivery]:
         """Up to `limit` pending deliveries due by `now`, the longest due first, leaving out
-        those being sent (`busy`)."""
+        those being sent (`busy`), claimed for `hold_s`: their next attempt is put off by
+        that long, so another replica reading the outbox meanwhile leaves them alone (rows
+        another one is claiming are skipped, not waited for: SKIP LOCKED). A claimer that
+        dies lets them fall due again when the hold ends; one that sends records the
+        outcome, which replaces the hold."""
         d = deliveries_table.c
         query = (
             select(deliveries_table)
             .where(and_(d.status == DeliveryStatus.PENDING.value, d.next_attempt_at <= now))
             .order_by(d.next_attempt_at, d.created_at, d.id)
             .limit(limit)
+            .with_for_update(skip_locked=True)
         )
         if busy:
             query = query.where(d.id.not_in(list(busy)))
-        async with self.db.engine.connect() as conn:
+        async with self.db.transaction() as conn:
             rows = (await conn.execute(query)).all()
+            if rows and hold_s > 0:
+                await conn.execute(
+                    update(deliveries_table)
+                    .where(d.id.in_([row.id for row in rows]))
+                    .values(next_attempt_at=now + timedelta(seconds=hold_s))
+                )
         return [_delivery(row) for row in rows]
 
     async def next_due(self, busy: Sequence[str]) -> datetime | None:

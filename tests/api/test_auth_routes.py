@@ -95,6 +95,7 @@ NOT_OWNED = {"model_id", "download_id", "name"}
 
 ADMIN_ONLY = {
     ("GET", "/api/backends"),
+    ("GET", "/api/replicas"),
     ("GET", "/metrics"),
     ("POST", "/api/model-files/{model_id}/download"),
     ("DELETE", "/api/model-files/downloads/{download_id}"),

@@ -17,7 +17,9 @@ async def test_ready_with_a_backend_up(standin: StandinProcess, make_settings) -
             assert await services.pool.backends[0].socket.wait_connected(20)
             r = await client.get("/ready")  # open without a key, like /health: probes carry none
             assert r.status_code == 200
-            assert r.json() == {"ready": True, "reasons": [], "backends_up": 1, "backends": 1}
+            body = r.json()
+            assert body.pop("replica") == services.replica  # which process answered
+            assert body == {"ready": True, "reasons": [], "backends_up": 1, "backends": 1}
 
 
 async def test_not_ready_without_a_backend_but_alive(make_settings) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import io
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,17 +18,11 @@ import pytest
 from proxy.media.probe import probe_video_sync
 from tests.e2e.conftest import SMALL
 from tests.e2e.test_batches_scenes import SCENES, follow_ws
-from tests.media.test_s3_store import CREDENTIALS, REGION, MotoS3, moto_running
+from tests.media.test_s3_store import CREDENTIALS, REGION, MotoS3
 from tests.support import follow_job, proxy_server
 
 WAIT_S = 90.0
 NATIVE = {"width": 64, "height": 64, "num_frames": 9, "num_inference_steps": 4, "fps": 8}
-
-
-@pytest.fixture
-def moto_s3() -> Iterator[MotoS3]:
-    with moto_running() as moto:
-        yield moto
 
 
 def s3_settings(moto: MotoS3, bucket: str, **kw: Any) -> dict[str, Any]:

@@ -181,11 +181,11 @@ class FaultyStore(JobStore):
         super().__init__(db)
         self.next_queued_failures = 0
 
-    async def next_queued(self) -> Job | None:
+    async def claim_next(self, choose: Callable[[Job], str | None]) -> Job | None:
         if self.next_queued_failures > 0:
             self.next_queued_failures -= 1
             raise db_error()
-        return await super().next_queued()
+        return await super().claim_next(choose)
 
 
 class Harness:

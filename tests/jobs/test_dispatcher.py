@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from proxy.api.errors import install_error_handlers
 from proxy.errors import ComfyProtocolError, ComfyUnavailable, NoBackend
 from proxy.jobs.dispatcher import INTERNAL_ERROR
-from proxy.jobs.models import Attempt, JobStatus
+from proxy.jobs.models import Attempt, Job, JobStatus
 from proxy.jobs.tracker import JobTracker
 from tests.jobs.fakes import URL, WAIT_S, Harness
 
@@ -385,3 +385,71 @@ def test_storage_full_is_recognised_in_file_and_database_errors():
     assert storage_full(OSError(errno.ENOSPC, "No space left on device"))
     assert not storage_full(OperationalError("INSERT", {}, sqlite3.OperationalError("locked")))
     assert not storage_full(RuntimeError("no"))
+
+
+# -- replicas: a backend gained, lost, and jobs another replica changes ---------------------------
+
+
+async def running_job(h: Harness) -> Job:
+    """A job that ComfyUI started and keeps running (until the test says otherwise)."""
+    started = asyncio.Event()
+
+    async def runs_until_told(prompt_id: str) -> None:
+        h.comfy.running.append(prompt_id)
+        h.socket.emit(prompt_id, "execution_start")
+        started.set()
+
+    h.comfy.on_submit = runs_until_told
+    await h.start()
+    job = await h.create()
+    async with asyncio.timeout(WAIT_S):
+        await started.wait()
+    return job
+
+
+async def test_a_lost_backend_is_let_go_without_ending_its_jobs_and_a_gained_one_reattached(
+    tmp_path,
+):
+    async with Harness(tmp_path) as h:
+        job = await running_job(h)
+        # Another replica takes the backend over: this one stops following, the job goes on.
+        h.backend.mine = False
+        await h.dispatcher.drop(h.backend)
+        assert h.dispatcher._runners == {} and not h.backend.inflight
+        current = await h.store.get(job.id)
+        assert current is not None and current.status in (QUEUED, JobStatus.RUNNING)
+        assert current.backend == URL and current.prompt_id is not None
+        h.dispatcher.wake()
+        await h.dispatcher._sweep()  # not ours: left to the replica that drives it
+        assert h.dispatcher._runners == {}
+        # The backend is ours again: its job is re-attached (not submitted again) and ends.
+        prompt_id = current.prompt_id
+        h.comfy.running.remove(prompt_id)
+        await h.comfy.run_now(prompt_id)
+        h.backend.mine = True
+        h.dispatcher.adopt(h.backend)
+        final = await h.ended(job.id)
+        assert final.status is COMPLETED, final
+        assert h.comfy.submitted == [prompt_id]
+
+
+async def test_a_job_another_replica_stops_is_followed_no_more(tmp_path):
+    async with Harness(tmp_path) as h:
+        job = await running_job(h)
+        ((task, _backend),) = h.dispatcher._runners.values()
+        # What the relay hands on when another replica wrote the stop.
+        stopped = await h.store.update(job.id, status=JobStatus.CANCELLED)
+        assert stopped is not None
+        h.dispatcher.on_remote("updated", stopped)
+        assert job.id not in h.dispatcher._runners and not h.backend.inflight
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert (await h.store.get(job.id)).status is JobStatus.CANCELLED
+
+
+async def test_a_backend_lost_while_a_job_is_claimed_gets_no_runner_here(tmp_path):
+    async with Harness(tmp_path) as h:
+        job = await h.create(start=False)
+        h.backend.mine = False
+        h.dispatcher._spawn(h.backend, job)
+        assert h.dispatcher._runners == {} and not h.backend.inflight

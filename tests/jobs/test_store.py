@@ -96,10 +96,12 @@ async def test_claim_hands_each_job_to_exactly_one_backend(database_url):
             job = make_job()
             ids.append(job.id)
             await store.insert(job)
-        claims = await asyncio.gather(*(store.claim_next(f"b{i % 3}") for i in range(8)))
+        claims = await asyncio.gather(
+            *(store.claim_next(lambda _job, b=f"b{i % 3}": b) for i in range(8))
+        )
         claimed = [c.id for c in claims if c is not None]
         assert sorted(claimed) == sorted(ids)  # all six, none twice
-        assert await store.claim_next("b0") is None
+        assert await store.claim_next(lambda _job: "b0") is None
     finally:
         await db.close()
 
@@ -122,8 +124,9 @@ async def test_recent_jobs_are_served_from_memory_and_stay_what_the_database_hol
         assert await store.update(jobs[0].id, expect=[JobStatus.QUEUED], progress=99) is None
         assert (await store.get(jobs[0].id)) == fresh  # a refused update changes nothing
 
-        claimed = await store.claim(jobs[1].id, "gpu0")
-        assert claimed is not None and (await store.get(jobs[1].id)).backend == "gpu0"
+        assert await store.claim_next(lambda job: None) is None  # left queued
+        claimed = await store.claim_next(lambda job: "gpu0")
+        assert claimed is not None and (await store.get(claimed.id)).backend == "gpu0"
 
         assert await store.delete(jobs[0].id)
         assert await store.get(jobs[0].id) is None

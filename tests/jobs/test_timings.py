@@ -85,3 +85,18 @@ async def test_a_node_whose_class_changed_starts_over(database_url):
         assert decode["seconds"] == 4.0
     finally:
         await db.close()
+
+
+async def test_runs_recorded_at_once_do_not_collide(database_url):
+    """Two jobs (or two replicas) ending together record the same nodes at once."""
+    import asyncio
+
+    db = Database(database_url)
+    await db.migrate()
+    try:
+        stores = [TimingStore(db) for _ in range(4)]  # each as a fresh process would
+        await asyncio.gather(*(s.record("gpu0", "fastwan_t2v", BIG, RUN) for s in stores))
+        found = await TimingStore(db).expected("gpu0", "fastwan_t2v", BIG)
+        assert found is not None and found.seconds["3"] == 2.6
+    finally:
+        await db.close()

@@ -1,5 +1,6 @@
-"""One proxy per data dir and database: a second `python -m proxy` on the same one refuses to
-start, naming the process that holds it, and starts nothing (not even the stand-in)."""
+"""One proxy per data dir: a second `python -m proxy` on the same one refuses to start, naming
+the process that holds it, and starts nothing (not even the stand-in). Proxies with their own
+data dirs on one PostgreSQL are replicas: both start and serve."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import re
 import uuid
 
+import httpx
 import pytest
 
 from proxy.instance import AlreadyServing, file_lock
@@ -79,21 +81,17 @@ async def pg_schemas():
         await conn.close()
 
 
-async def test_a_second_proxy_on_the_same_postgres_schema_refuses(tmp_path, pg_schemas):
+async def test_two_proxies_on_one_postgres_schema_are_replicas_and_both_serve(tmp_path, pg_schemas):
     url = await pg_schemas()
-    # Different data dirs: only the database is shared, so only its advisory lock can refuse.
-    env = proxy_env(tmp_path / "a", COMFYUI_URL=nowhere(), DATABASE_URL=url)
-    async with running_proxy("serve", env) as first:
+    env_a = proxy_env(tmp_path / "a", COMFYUI_URL=nowhere(), DATABASE_URL=url, REPLICA_ID="a")
+    env_b = proxy_env(tmp_path / "b", COMFYUI_URL=nowhere(), DATABASE_URL=url, REPLICA_ID="b")
+    async with running_proxy("serve", env_a) as first, running_proxy("serve", env_b) as second:
         await first.wait_ready()
-        env = proxy_env(tmp_path / "b", COMFYUI_URL=nowhere(), DATABASE_URL=url)
-        async with running_proxy("serve", env) as second:
-            code = await second.finish(REFUSAL_TIMEOUT_S)
-        assert code != 0, second.text
-        assert _pid_named(second.text, first.process.pid), second.text
-        assert "already serving the database 'test' schema" in second.text
-        assert "started" in second.text and "Traceback" not in second.text
-
-        # Another schema of the same database is another queue: that proxy starts.
-        env = proxy_env(tmp_path / "c", COMFYUI_URL=nowhere(), DATABASE_URL=await pg_schemas())
-        async with running_proxy("serve", env) as third:
-            await third.wait_ready()
+        await second.wait_ready()
+        async with httpx.AsyncClient(timeout=10) as client:
+            for proxy, name in ((first, "a"), (second, "b")):
+                health = (await client.get(f"{proxy.url}/health")).json()
+                assert health["replica"] == name
+            replicas = (await client.get(f"{first.url}/api/replicas")).json()["replicas"]
+            assert sorted(r["id"] for r in replicas) == ["a", "b"]
+        assert "already serving" not in first.text + second.text

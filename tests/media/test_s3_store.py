@@ -3,7 +3,8 @@ port: multipart uploads from a staging file (aborted when they fail or are cance
 and ranged reads, local copies for joins, zips streamed from the bucket, deletes, the start-up
 sweep of uploads left behind, and errors that name the store and what to check.
 
-The server fixtures here are shared with tests/e2e/test_s3_outputs.py."""
+The server helpers here are shared with the e2e tests (the `moto_s3` fixture is in
+tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -94,12 +95,6 @@ def moto_running() -> Iterator[MotoS3]:
         yield moto
     finally:
         moto.stop()
-
-
-@pytest.fixture
-def moto_s3() -> Iterator[MotoS3]:
-    with moto_running() as moto:
-        yield moto
 
 
 def store_for(moto: MotoS3, bucket: str, tmp_path: Path, **kw: Any) -> S3OutputStore:

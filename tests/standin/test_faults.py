@@ -246,3 +246,24 @@ async def test_slow_route_fault_answers_late_but_normally(client: httpx.AsyncCli
     with pytest.raises(httpx.ReadTimeout):  # the client gives up first ...
         await client.get("/api/queue", timeout=0.05)
     assert (await client.get("/queue")).json() == {"queue_running": [], "queue_pending": []}
+
+
+async def test_executed_lists_every_prompt_run_after_its_history_is_gone(
+    client: httpx.AsyncClient, ws: WsListener
+) -> None:
+    graph = t2v_graph()
+    prefix = next(
+        n["inputs"]["filename_prefix"] for n in graph.values() if "filename_prefix" in n["inputs"]
+    )
+    first, _, _ = await run(client, ws, graph)
+    failed = await client.post("/_standin/faults/node", json={"class_type": "VAEDecode"})
+    assert failed.status_code == 200
+    second, _, _ = await run(client, ws, t2v_graph(seed=2))
+    await client.post("/history", json={"clear": True})
+    await client.post("/_standin/reset")
+    executed = (await client.get("/_standin/executed")).json()["executed"]
+    assert [e["prompt_id"] for e in executed] == [first, second]
+    assert [e["status"] for e in executed] == ["success", "error"]
+    assert all(e["client_id"] == "tester" for e in executed)
+    assert executed[0]["filename_prefixes"] == [prefix]
+    assert executed[0]["started_ms"] <= executed[0]["finished_ms"] <= executed[1]["started_ms"]

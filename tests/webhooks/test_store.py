@@ -68,6 +68,12 @@ async def test_due_rows_come_longest_due_first_and_skip_those_being_sent(
     a, b, c = (delivery_id("j", key, "https://h.test/") for key in "abc")
     assert [d.id for d in await store.due(now, 10, [])] == [b, a]
     assert [d.id for d in await store.due(now, 1, [b])] == [a]
+    # Claimed (another replica reading the outbox leaves them alone until the hold ends).
+    assert [d.id for d in await store.due(now, 10, [], hold_s=60)] == [b, a]
+    assert await store.due(now, 10, []) == []
+    # Due again once the hold ends (the claimer died without recording an outcome).
+    after = await store.due(now + timedelta(seconds=61), 10, [])
+    assert [d.id for d in after][0] == c and {d.id for d in after} == {a, b, c}
     assert await store.next_due([a, b]) == now + timedelta(seconds=30)
     await store.record(c, status=DeliveryStatus.DELIVERED.value, next_attempt_at=None)
     assert await store.next_due([a, b]) is None
