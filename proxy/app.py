@@ -48,6 +48,7 @@ from proxy.replicas import (
     EventRelay,
     LeaseKeeper,
     Replica,
+    announce,
     default_replica_id,
     live_replica_ids,
     shared_secret,
@@ -137,6 +138,13 @@ async def _start(
     )
     stack.push_async_callback(db.close)
     await db.migrate()
+    # Replicas: with PostgreSQL any number of proxies share the database (`proxy.replicas`);
+    # with SQLite this is the only one. A replica says it is alive before it starts anything.
+    replicated = not db.is_sqlite
+    me = Replica(settings.replica_id or default_replica_id())
+    replica = me.id
+    if replicated:
+        await announce(db, me, settings.lease_ttl_s)
     http = await stack.enter_async_context(
         httpx.AsyncClient(
             timeout=httpx.Timeout(
@@ -153,10 +161,6 @@ async def _start(
     )
     store = JobStore(db)
     writer = JobWriter(store, bus)
-    # Replicas: with PostgreSQL any number of proxies share the database (`proxy.replicas`);
-    # with SQLite this is the only one.
-    replicated = not db.is_sqlite
-    replica = settings.replica_id or default_replica_id()
     outputs = await stack.enter_async_context(output_store_for(settings))  # disk or bucket
     # Inputs go to the bucket too when the outputs do: any replica may hand them to ComfyUI.
     inputs = InputStore(db, settings.uploads_path, settings.max_upload_bytes, outputs)
@@ -270,7 +274,7 @@ async def _start(
         keeper = LeaseKeeper(
             db=db,
             pool=pool,
-            replica=Replica(replica),
+            replica=me,
             ttl_s=settings.lease_ttl_s,
             client_id=client_id,
             on_gained=gained,
@@ -279,6 +283,8 @@ async def _start(
         # Closed first: its backends are handed to the other replicas before anything stops.
         await keeper.start()
         stack.push_async_callback(keeper.close)
+        leases = keeper
+        dispatcher.held_elsewhere = lambda url: url in leases.held
     else:
         log.info("SQLite: a single proxy process (for replicas, use PostgreSQL: DATABASE_URL)")
     if not settings.output_store and replicated:

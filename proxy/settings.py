@@ -74,13 +74,13 @@ OUTPUT_STORE_FORM = "s3://bucket or s3://bucket/prefix (unset: local disk, OUTPU
 def parse_output_store(value: str) -> str:
     """OUTPUT_STORE normalised to `s3://bucket[/prefix]`; ValueError saying what is wrong."""
     parts = urlsplit(value)
-    if parts.scheme.lower() != "s3":
-        raise ValueError(f"OUTPUT_STORE takes {OUTPUT_STORE_FORM}, got {value!r}")
     if "@" in parts.netloc:  # not repeated: it may hold a secret
         raise ValueError(
             f"OUTPUT_STORE takes {OUTPUT_STORE_FORM} without credentials: give them as "
             "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
         )
+    if parts.scheme.lower() != "s3":
+        raise ValueError(f"OUTPUT_STORE takes {OUTPUT_STORE_FORM}, got {value!r}")
     if parts.query or parts.fragment or ":" in parts.netloc:
         raise ValueError(
             f"OUTPUT_STORE takes {OUTPUT_STORE_FORM} (no port or query: the store's address "
@@ -106,6 +106,9 @@ class Settings(BaseSettings):
         validate_by_name=True,
         # As before pydantic-settings: unknown keyword arguments are ignored.
         extra="ignore",
+        # A refused value is not repeated in the error: it may be a credential (a key in
+        # OUTPUT_STORE or DATABASE_URL, an API key), and the error goes to logs.
+        hide_input_in_errors=True,
     )
 
     # `HOST` is set by some shells (zsh) to the machine name, so the listen address has its own.

@@ -26,10 +26,8 @@ from proxy.api.auth import authenticate
 from proxy.auth import Unauthorized
 from proxy.errors import (
     InvalidInput,
-    NoBackend,
     PromptRejected,
     ProxyError,
-    TooManyJobs,
     storage_full,
 )
 
@@ -106,8 +104,9 @@ def install_error_handlers(
         if isinstance(exc, InvalidInput):
             status = _validation_status(request)
             message = f"Invalid request: {exc.message}"
-        if isinstance(exc, TooManyJobs | NoBackend):
-            headers["Retry-After"] = str(exc.retry_after_s)
+        retry_after = getattr(exc, "retry_after_s", None)  # TooManyJobs, NoBackend, a store
+        if isinstance(retry_after, int | float) and status in (429, 503):
+            headers["Retry-After"] = str(max(1, round(retry_after)))
         if isinstance(exc, Unauthorized):
             headers["WWW-Authenticate"] = 'Bearer realm="fastwan-proxy"'
 

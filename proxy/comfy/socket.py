@@ -113,8 +113,9 @@ class BackendSocket:
     def start(self) -> None:
         if self._task is None:
             if self.state is SocketState.CLOSED:
+                # Opened again (a replica regaining the backend): its first connection counts
+                # as a reconnection, so followers attached meanwhile resync.
                 self.state = SocketState.CONNECTING
-                self.connects = 0
             self._task = asyncio.create_task(self._run(), name=f"ws:{self.url}")
 
     async def wait_connected(self, timeout_s: float) -> bool:

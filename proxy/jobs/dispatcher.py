@@ -108,6 +108,12 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._runners: dict[str, tuple[asyncio.Task[None], Backend]] = {}
+        self._trackers: dict[str, JobTracker] = {}
+        # Runners of jobs another replica stopped, withdrawing their prompt (`on_remote`).
+        self._leaving: set[asyncio.Task[None]] = set()
+        # With replicas: whether a backend this process does not know (not in its
+        # COMFYUI_URL) is driven by another replica; its jobs are then left alone.
+        self.held_elsewhere: Callable[[str], bool] = lambda _name: False
         # Per job: when (loop time) its backend first failed to take or follow it, carried
         # across re-attaches and releases until ComfyUI answers for it again.
         self._down_since: dict[str, float] = {}
@@ -190,7 +196,7 @@ class Dispatcher:
             self._task.cancel()
             with suppress(asyncio.CancelledError):
                 await self._task
-        runners = [task for task, _ in self._runners.values()]
+        runners = [task for task, _ in self._runners.values()] + list(self._leaving)
         for task in runners:
             task.cancel()
         for task in runners:
@@ -298,6 +304,8 @@ class Dispatcher:
             backend = self.pool.get(job.backend)
             if backend is not None and not backend.mine:
                 continue  # another replica drives its backend (and follows it)
+            if backend is None and self.held_elsewhere(job.backend):
+                continue  # a backend only another replica is configured with
             if backend is None or job.prompt_id is None:
                 # Its backend left the configuration, or it was claimed and never submitted.
                 requeued = await self.writer.update(
@@ -332,7 +340,7 @@ class Dispatcher:
 
     async def _run(self, backend: Backend, job: Job) -> None:
         """Follow one job to its end, and record how it ended."""
-        tracker = JobTracker(
+        tracker = self._trackers[job.id] = JobTracker(
             writer=self.writer,
             registry=self.registry,
             outputs=self.outputs,
@@ -389,6 +397,8 @@ class Dispatcher:
             reason = STORAGE_FULL if storage_full(exc) else INTERNAL_ERROR
             await self._settle(tracker, lambda: self._fail(tracker.job, reason))
         finally:
+            if self._trackers.get(job.id) is tracker:
+                del self._trackers[job.id]
             if self._runners.get(job.id, (None, None))[0] is asyncio.current_task():
                 self._runners.pop(job.id, None)
                 backend.inflight.discard(job.id)
@@ -560,6 +570,10 @@ class Dispatcher:
         """This replica no longer drives `backend`: stop following its jobs without ending
         them (the replica that takes it over re-attaches them)."""
         entries = [(job_id, task) for job_id, (task, b) in self._runners.items() if b is backend]
+        trackers = [t for job_id, _ in entries if (t := self._trackers.get(job_id))]
+        ids = {job_id for job_id, _ in entries}
+        # The progress shown is written first: the next owner resumes from it.
+        await self.writer.flush(only=ids)
         for job_id, task in entries:
             self._runners.pop(job_id, None)
             self._down_since.pop(job_id, None)
@@ -568,6 +582,9 @@ class Dispatcher:
         for _, task in entries:
             with suppress(asyncio.CancelledError):
                 await task
+        # A submit under way lands (or fails) before the next owner looks for its prompt.
+        for tracker in trackers:
+            await tracker.posted(self.settings.comfy_http_timeout_s)
         backend.inflight.clear()
         backend.current_job = None
 
@@ -584,7 +601,21 @@ class Dispatcher:
             backend.inflight.discard(job.id)
             if backend.current_job == job.id:
                 backend.current_job = None
+            tracker = self._trackers.get(job.id)
+            if tracker is not None:
+                leaving = asyncio.create_task(self._let_go(task, tracker), name=f"stop:{job.id}")
+                self._leaving.add(leaving)
+                leaving.add_done_callback(self._leaving.discard)
             self.wake()
+
+    async def _let_go(self, runner: asyncio.Task[None], tracker: JobTracker) -> None:
+        """A job stopped elsewhere: once its runner is gone and a submit under way has
+        landed, take its prompt out of ComfyUI (the stopping replica may have looked before
+        the prompt arrived)."""
+        with suppress(asyncio.CancelledError):
+            await runner
+        await tracker.posted(self.settings.comfy_http_timeout_s)
+        await self._withdraw_quietly(tracker)
 
     async def cancel(self, job_id: str) -> None:
         """Stop following a job (its ComfyUI prompt is withdrawn by the caller)."""

@@ -12,13 +12,14 @@ import asyncio
 import logging
 import time
 import uuid
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from proxy.comfy import ComfyEvent, HistoryEntry
+from proxy.comfy import ComfyEvent, HistoryEntry, PromptAccepted
 from proxy.comfy.models import DISCONNECTED, RECONNECTED
 from proxy.errors import ComfyError, ComfyUnavailable, NotFound, PromptRejected
 from proxy.jobs.backends import Backend
@@ -95,6 +96,8 @@ class JobTracker:
         # Set once ComfyUI has answered a resync or sent an event for this prompt: the
         # dispatcher's wait for an unusable backend starts again from zero after that.
         self.heard_from_backend = False
+        # The submit's POST while it is under way (see `_submit` and `posted`).
+        self.posting: asyncio.Future[PromptAccepted] | None = None
         self.prompt_id = job.prompt_id
         self.graph: dict[str, Any] = {}
         self.progress: ProgressTracker | None = None
@@ -194,10 +197,18 @@ class JobTracker:
         if job is None:  # stopped before we posted: nothing reached ComfyUI
             raise _Done()
         self.job = job
-        try:
-            await self.backend.client.submit(
+        # The POST itself is not cancelled with the tracker (a replica letting the backend
+        # go, a stop from another replica): cut off midway, it could still land after the
+        # prompt was looked for or withdrawn. `posted` waits for it to end.
+        self.posting = asyncio.ensure_future(
+            self.backend.client.submit(
                 self.graph, client_id=self.backend.socket.client_id, prompt_id=self.prompt_id
             )
+        )
+        # Its outcome is read here, or by `posted`, or (abandoned) by this callback.
+        self.posting.add_done_callback(lambda done: done.cancelled() or done.exception())
+        try:
+            await asyncio.shield(self.posting)
         except ComfyUnavailable as exc:
             # A timeout may hide a prompt that did arrive: take it back so it cannot run twice.
             await self.withdraw()
@@ -208,12 +219,24 @@ class JobTracker:
             raise _Done() from None
         self.heard_from_backend = True  # ComfyUI took it: any earlier wait for it is over
         job = await self.writer.update(
-            self.job.id, expect=ACTIVE, message=f"Queued in ComfyUI ({self.backend.name})"
+            self.job.id,
+            expect=ACTIVE,
+            expect_prompt_id=self.prompt_id,
+            message=f"Queued in ComfyUI ({self.backend.name})",
         )
         if job is None:  # stopped while we were submitting
             await self.withdraw()
             raise _Done()
         self.job = job
+
+    async def posted(self, timeout_s: float) -> None:
+        """Wait (at most `timeout_s`) for a submit under way to end, however it ends."""
+        post = self.posting
+        if post is None or post.done():
+            return
+        with suppress(Exception, asyncio.CancelledError, TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await asyncio.shield(post)
 
     async def withdraw(self) -> None:
         """Take our prompt back out of ComfyUI (pending: delete; running: interrupt).
@@ -354,6 +377,7 @@ class JobTracker:
         job = await self.writer.update(
             self.job.id,
             expect=ACTIVE,
+            expect_prompt_id=self.prompt_id,  # requeued meanwhile (by anyone): not ours now
             status=JobStatus.RUNNING,
             started_at=self.job.started_at or now,
             message="Generating video",
@@ -378,7 +402,13 @@ class JobTracker:
         unwritten = self.job.id not in self.writer.running
         if persist or unwritten or now - self._last_persist >= PROGRESS_PERSIST_S:
             self._last_persist = now
-            job = await self.writer.update(self.job.id, expect=ACTIVE, message=message, **snap)
+            job = await self.writer.update(
+                self.job.id,
+                expect=ACTIVE,
+                expect_prompt_id=self.prompt_id,
+                message=message,
+                **snap,
+            )
             if job is not None:
                 self.job = job
             return

@@ -79,10 +79,13 @@ class JobWriter:
         else:
             self.live.pop(job.id, None)
 
-    async def flush(self) -> None:
-        """Write every progress not written yet (a stopping proxy: the next one resumes from
-        what was shown; after a crash, from the last write, at most PROGRESS_PERSIST_S old)."""
+    async def flush(self, only: set[str] | None = None) -> None:
+        """Write every progress not written yet (a stopping proxy, or a replica letting a
+        backend go: the next one resumes from what was shown; after a crash, from the last
+        write, at most PROGRESS_PERSIST_S old). `only`: those jobs' alone."""
         for job in [j for j in self.live.values() if j.id in self.running]:
+            if only is not None and job.id not in only:
+                continue
             fields = {name: getattr(job, name) for name in PROGRESS_FIELDS}
             try:
                 await self.update(job.id, expect=ACTIVE, **fields)

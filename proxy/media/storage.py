@@ -60,6 +60,7 @@ class StoreUnavailable(StoreError):
     """The output store cannot be reached, or answers that it is failing."""
 
     status_code = 503
+    retry_after_s = 5  # answered as Retry-After: a store outage is usually brief
 
 
 class OutputRecord(BaseModel):

@@ -4,6 +4,8 @@ between them (`relay`), and the secrets they share (`secrets`)."""
 from proxy.replicas.leases import (
     LeaseKeeper,
     Replica,
+    ReplicaConflict,
+    announce,
     default_replica_id,
     live_replica_ids,
     live_replicas,
@@ -15,6 +17,8 @@ __all__ = [
     "EventRelay",
     "LeaseKeeper",
     "Replica",
+    "ReplicaConflict",
+    "announce",
     "default_replica_id",
     "live_replica_ids",
     "live_replicas",

@@ -42,6 +42,7 @@ from sqlalchemy import (
     delete,
     func,
     literal,
+    or_,
     select,
     update,
 )
@@ -130,6 +131,8 @@ class LeaseKeeper:
         self.on_gained = on_gained
         self.on_lost = on_lost
         self.live_replicas = 1
+        # The backends other replicas hold live leases on (some may be unknown here).
+        self.held: set[str] = set()
         self.rounds = 0
         self.last_error: str | None = None
         # Loop time until which the leases held are surely still ours.
@@ -155,22 +158,7 @@ class LeaseKeeper:
         self._task = asyncio.create_task(self._loop(), name="leases")
 
     async def _check_name(self) -> None:
-        """Two live processes under one name would both renew the same leases."""
-        r = replicas_table.c
-        ttl = literal(timedelta(seconds=self.ttl_s))
-        async with self.db.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(replicas_table)
-                    .where(r.id == self.replica.id)
-                    .where(r.seen_at > func.now() - ttl)
-                )
-            ).first()
-        if row is not None and (row.host, row.pid) != (self.replica.host, self.replica.pid):
-            raise ReplicaConflict(
-                f"REPLICA_ID={self.replica.id!r} is in use by a live replica (pid {row.pid} on "
-                f"{row.host}): give each replica its own name, or leave REPLICA_ID unset"
-            )
+        await announce(self.db, self.replica, self.ttl_s)
 
     async def close(self) -> None:
         """Stop driving every backend, then let the others take them at once."""
@@ -199,15 +187,22 @@ class LeaseKeeper:
         """Run a round soon (a backend's websocket changed: the others should know)."""
         self._kick.set()
 
+    def _deadline(self, loop: asyncio.AbstractEventLoop) -> float:
+        """When the next wait or round must end: a third of the TTL away, but never past
+        the moment the leases held stop being surely ours (the fence must not wait for a
+        round that hangs)."""
+        deadline = loop.time() + self.interval_s
+        return min(deadline, self._valid_until) if self.mine else deadline
+
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             with suppress(TimeoutError):
-                async with asyncio.timeout(self.interval_s):
+                async with asyncio.timeout_at(self._deadline(loop)):
                     await self._kick.wait()
             self._kick.clear()
             try:
-                async with asyncio.timeout(self.interval_s):
+                async with asyncio.timeout_at(self._deadline(loop)):
                     await self._round()
                 self.last_error = None
             except asyncio.CancelledError:
@@ -271,16 +266,7 @@ class LeaseKeeper:
         await self._rebalance(share)
 
     async def _alive(self, conn: AsyncConnection) -> None:
-        r = self.replica
-        statement = pg_insert(replicas_table).values(
-            id=r.id, host=r.host, pid=r.pid, started_at=r.started_at, seen_at=func.now()
-        )
-        await conn.execute(
-            statement.on_conflict_do_update(
-                index_elements=[replicas_table.c.id],
-                set_={"seen_at": func.now(), "host": r.host, "pid": r.pid},
-            )
-        )
+        await _mark_alive(conn, self.replica)
 
     async def _renew(self, conn: AsyncConnection, ttl: Any) -> set[str]:
         c = leases_table.c
@@ -321,7 +307,8 @@ class LeaseKeeper:
                         "acquired_at": excluded.acquired_at,
                         "expires_at": excluded.expires_at,
                     },
-                    where=c.expires_at <= func.now(),
+                    # Ours already (a renewal we did not hear back from) counts as free.
+                    where=or_(c.expires_at <= func.now(), c.owner == self.replica.id),
                 ).returning(c.client_id)
             )
         ).first()
@@ -332,6 +319,11 @@ class LeaseKeeper:
         "is any backend reachable" counts the others' connected websockets)."""
         by_backend = {row["backend"]: row for row in leases}
         now = datetime.now(UTC)
+        self.held = {
+            str(row["backend"])
+            for row in leases
+            if (_utc(row["expires_at"]) or now) > now and row["owner"] != self.replica.id
+        }
         for backend in self.pool.backends:
             row = by_backend.get(backend.name)
             expires = _utc(row["expires_at"]) if row is not None else None
@@ -388,6 +380,38 @@ class LeaseKeeper:
             await self.on_lost(backend)
         finally:
             await backend.socket.close()
+
+
+async def _mark_alive(conn: AsyncConnection, r: Replica) -> None:
+    statement = pg_insert(replicas_table).values(
+        id=r.id, host=r.host, pid=r.pid, started_at=r.started_at, seen_at=func.now()
+    )
+    await conn.execute(
+        statement.on_conflict_do_update(
+            index_elements=[replicas_table.c.id],
+            set_={"seen_at": func.now(), "host": r.host, "pid": r.pid},
+        )
+    )
+
+
+async def announce(db: Database, replica: Replica, ttl_s: float) -> None:
+    """Say this replica is alive (before it starts anything: the others count it from now
+    on), or raise ReplicaConflict when a live replica goes by its name already (two under one
+    name would both renew the same leases)."""
+    r = replicas_table.c
+    ttl = literal(timedelta(seconds=ttl_s))
+    async with db.transaction() as conn:
+        row = (
+            await conn.execute(
+                select(replicas_table).where(r.id == replica.id).where(r.seen_at > func.now() - ttl)
+            )
+        ).first()
+        if row is not None and (row.host, row.pid) != (replica.host, replica.pid):
+            raise ReplicaConflict(
+                f"REPLICA_ID={replica.id!r} is in use by a live replica (pid {row.pid} on "
+                f"{row.host}): give each replica its own name, or leave REPLICA_ID unset"
+            )
+        await _mark_alive(conn, replica)
 
 
 async def live_replica_ids(db: Database, ttl_s: float) -> list[str]:

@@ -46,6 +46,9 @@ MAX_PAYLOAD = 7900
 # Events waiting to be sent beyond this are dropped (the receivers then clear their cache).
 MAX_PENDING = 10_000
 RECONNECT_MIN_S = 0.5
+# How often the listening connection is asked whether it is alive, and how long it may take.
+KEEPALIVE_S = 10.0
+KEEPALIVE_TIMEOUT_S = 5.0
 RECONNECT_MAX_S = 10.0
 
 _NOTIFY = text("SELECT pg_notify(:channel, p) FROM unnest(CAST(:payloads AS text[])) AS p")
@@ -194,16 +197,17 @@ class EventRelay:
                 )
                 conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
                 await conn.add_listener(self.channel, self._heard)
+                # Whatever was sent before now is not heard: what is cached may be older
+                # (also at the first connection, should it come after the start).
+                self.store.forget_all()
                 if not first:
-                    # Notifications sent while we were away are gone: read afresh.
-                    self.store.forget_all()
                     log.info("relay: listening again on %s", self.channel)
                 first = False
                 self.connects += 1
                 delay = RECONNECT_MIN_S
                 self._listening.set()
                 self.listening_changed.set()
-                await lost.wait()
+                await self._while_alive(conn, lost)
                 log.warning("relay: the listening connection dropped; reconnecting")
             except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
                 log.warning("relay: cannot listen (%s); again in %.1f s", exc, delay)
@@ -214,6 +218,21 @@ class EventRelay:
                         await asyncio.shield(conn.close(timeout=2))
             await asyncio.sleep(delay)  # backoff before reconnecting
             delay = min(delay * 2, RECONNECT_MAX_S)
+
+    async def _while_alive(self, conn: asyncpg.Connection, lost: asyncio.Event) -> None:
+        """Until the connection ends, or stops answering: a half-open connection (a cut
+        network) never reports its end, and would hear nothing more."""
+        while True:
+            with suppress(TimeoutError):
+                async with asyncio.timeout(KEEPALIVE_S):
+                    await lost.wait()
+                return
+            try:
+                async with asyncio.timeout(KEEPALIVE_TIMEOUT_S):
+                    await conn.fetchval("SELECT 1")
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+                log.warning("relay: the listening connection does not answer (%s)", exc)
+                return
 
     def _heard(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
         self._incoming.put_nowait(str(payload))

@@ -217,6 +217,7 @@ async def test_a_store_that_is_down_is_a_503_naming_it_and_what_to_check(
         ):
             r = await client.request(method, path)
             assert r.status_code == 503, (path, r.text)
+            assert r.headers["retry-after"] == "5"  # a client knows when to ask again
             error = r.json()["error"]
             assert f"s3://{bucket}/outputs at {moto_s3.url}" in error, error
             assert "cannot be reached" in error and "S3_ENDPOINT_URL" in error

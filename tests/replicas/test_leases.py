@@ -197,3 +197,30 @@ async def test_a_second_live_replica_under_the_same_name_is_refused(cluster):
     with pytest.raises(ReplicaConflict, match="REPLICA_ID='a' is in use by a live replica"):
         await twin.keeper.start()
     assert twin.held == set()
+
+
+async def test_a_replica_whose_database_hangs_fences_itself_in_time(cluster):
+    """A round that never answers must not hold the fence back past the lease's end."""
+    a = await cluster("a")
+    await a.keeper.start()
+    assert a.held == set(URLS)
+    surely_ours_until = a.keeper._valid_until
+    hung = asyncio.Event()
+
+    async def hangs() -> None:
+        hung.set()
+        await asyncio.Event().wait()  # the database never answers
+
+    a.keeper._round = hangs  # type: ignore[method-assign]
+    try:
+        async with asyncio.timeout(DEADLINE_S):
+            while len(a.lost) < len(URLS):
+                await a.changed.wait()
+                a.changed.clear()
+        fenced_at = asyncio.get_running_loop().time()
+        assert hung.is_set()
+        # Before the database could give the leases to anyone (at most TTL after the last
+        # renewal began; the fence is due a margin earlier).
+        assert fenced_at <= surely_ours_until + 0.2, (fenced_at, surely_ours_until)
+    finally:
+        await a.keeper.close()
