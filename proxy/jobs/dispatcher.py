@@ -279,6 +279,8 @@ class Dispatcher:
     async def _fail_queued(self) -> None:
         """No backend for `no_backend_timeout_s`: fail every job waiting in our own queue."""
         for job in await self.store.list(statuses=(JobStatus.QUEUED,), oldest_first=True):
+            if not self.refusing:
+                return  # a backend came back while the queue was read: the rest may run
             if job.backend is not None or job.id in self._runners:
                 continue  # in a ComfyUI: backend_down_timeout_s decides its fate
             reason = (

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -22,6 +23,9 @@ from proxy.media.inputs import InputStore
 from proxy.media.storage import OutputStore, StoredFile
 from proxy.settings import Settings
 from proxy.workflows import WorkflowRegistry
+
+# A stop that takes longer than this is logged with where it waited.
+SLOW_STOP_S = 2.0
 
 log = logging.getLogger("proxy.jobs")
 
@@ -214,6 +218,7 @@ class JobService:
         job = await self.get(job_id, caller)
         if job.status.finished:
             return job
+        clock = time.monotonic()
         now = utcnow()
         attempts = job.attempts_with_last(status=JobStatus.CANCELLED, finished_at=now, error=None)
         stopped = await self.writer.update(
@@ -227,11 +232,24 @@ class JobService:
         )
         if stopped is None:
             return await self.get(job_id)
+        written = time.monotonic()
         await self.dispatcher.cancel(job_id)
+        followed = time.monotonic()
         # `stopped` is the row as the update left it: it names the prompt even when the
         # dispatcher submitted it after `job` was read (the tracker records the prompt id
         # before it posts, and posts only while the job is still active).
         await self._withdraw(stopped)
+        done = time.monotonic()
+        if done - clock > SLOW_STOP_S:  # an operator (or a test) should see where it waited
+            log.warning(
+                "job %s: stopping took %.1f s (writing %.1f s, letting go %.1f s, "
+                "withdrawing from ComfyUI %.1f s)",
+                job_id,
+                done - clock,
+                written - clock,
+                followed - written,
+                done - followed,
+            )
         return stopped
 
     async def _withdraw(self, job: Job) -> None:
