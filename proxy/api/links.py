@@ -25,8 +25,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from proxy.api.auth import Caller
 from proxy.auth import Principal, SignedUrls
+from proxy.jobs.store import iso_utc
 from proxy.services import services_of
-from proxy.webhooks.service import timestamp_text
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -114,7 +114,7 @@ class Links:
             return {f"{prefix}signed_url": None, f"{prefix}signed_url_expires_at": None}
         return {
             f"{prefix}signed_url": self.base + signed.url,
-            f"{prefix}signed_url_expires_at": timestamp_text(
+            f"{prefix}signed_url_expires_at": iso_utc(
                 datetime.fromtimestamp(signed.expires_at, UTC)
             ),
         }

@@ -6,13 +6,14 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import httpx
 
 from proxy.comfy import BackendSocket, ComfyClient, SocketState
 from proxy.errors import ComfyUnavailable
+from proxy.jobs.store import iso_utc
 from proxy.settings import Settings
 
 log = logging.getLogger("proxy.backends")
@@ -75,15 +76,6 @@ class Backend:
             "jobs_done": self.jobs_done,
             "last_error": (self.last_error or self.socket.last_error) if self.mine else None,
         }
-
-
-def iso_utc(value: datetime | None) -> str | None:
-    """An aware time as ISO 8601 with a Z (a naive one is taken as UTC)."""
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)

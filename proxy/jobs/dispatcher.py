@@ -31,6 +31,7 @@ import math
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -77,6 +78,10 @@ def choose_backend(free: list[Backend], job: Job) -> Backend:
     tied = [b for b in free if len(b.inflight) == least]
     warm = [b for b in tied if b.last_workflow == job.workflow]
     return min(warm or tied, key=lambda b: b.index)
+
+
+def chosen_name(free: list[Backend], job: Job) -> str:
+    return choose_backend(free, job).name
 
 
 class Dispatcher:
@@ -265,16 +270,11 @@ class Dispatcher:
             free = [b for b in self.pool.up() if len(b.inflight) < depth]
             if not free:
                 return
-            chosen: list[Backend] = []
-
-            def choose(job: Job, free: list[Backend] = free, chosen: list[Backend] = chosen) -> str:
-                chosen.append(choose_backend(free, job))
-                return chosen[-1].name
-
-            claimed = await self.store.claim_next(choose)
-            if claimed is None:
+            claimed = await self.store.claim_next(partial(chosen_name, free))
+            backend = self.pool.get(claimed.backend) if claimed is not None else None
+            if claimed is None or backend is None:
                 return
-            self._spawn(chosen[-1], claimed)
+            self._spawn(backend, claimed)
 
     async def _fail_queued(self) -> None:
         """No backend for `no_backend_timeout_s`: fail every job waiting in our own queue."""
@@ -571,65 +571,60 @@ class Dispatcher:
     async def drop(self, backend: Backend) -> None:
         """This replica no longer drives `backend`: stop following its jobs without ending
         them (the replica that takes it over re-attaches them)."""
-        entries = [(job_id, task) for job_id, (task, b) in self._runners.items() if b is backend]
-        trackers = [t for job_id, _ in entries if (t := self._trackers.get(job_id))]
-        ids = {job_id for job_id, _ in entries}
+        ids = {job_id for job_id, (_, b) in self._runners.items() if b is backend}
         # The progress shown is written first: the next owner resumes from it.
         await self.writer.flush(only=ids)
-        for job_id, task in entries:
-            self._runners.pop(job_id, None)
-            self._down_since.pop(job_id, None)
-            self.writer.running.discard(job_id)
-            task.cancel()
-        for _, task in entries:
+        followed = [entry for job_id in ids if (entry := self._unfollow(job_id))]
+        for task, _ in followed:
             with suppress(asyncio.CancelledError):
                 await task
         # A submit under way lands (or fails) before the next owner looks for its prompt.
-        for tracker in trackers:
-            await tracker.posted(self.settings.comfy_http_timeout_s)
-        backend.inflight.clear()
-        backend.current_job = None
+        for _, tracker in followed:
+            if tracker is not None:
+                await tracker.posted(self.settings.comfy_http_timeout_s)
 
     def on_remote(self, kind: str, job: Job) -> None:
         """Another replica changed a job: a new or requeued one may be ours to run; one it
         stopped or deleted that we follow is followed no more."""
         if job.status is JobStatus.QUEUED and job.backend is None:
             self.wake()
-        entry = self._runners.get(job.id)
-        if entry is not None and (kind == "deleted" or job.status not in ACTIVE):
-            self._runners.pop(job.id, None)
-            task, backend = entry
-            task.cancel()
-            backend.inflight.discard(job.id)
-            if backend.current_job == job.id:
-                backend.current_job = None
-            tracker = self._trackers.get(job.id)
-            if tracker is not None:
-                leaving = asyncio.create_task(self._let_go(task, tracker), name=f"stop:{job.id}")
-                self._leaving.add(leaving)
-                leaving.add_done_callback(self._leaving.discard)
-            self.wake()
+        if job.id not in self._runners or (kind != "deleted" and job.status in ACTIVE):
+            return
+        entry = self._unfollow(job.id)
+        if entry is not None and entry[1] is not None:
+            leaving = asyncio.create_task(self._let_go(*entry), name=f"stop:{job.id}")
+            self._leaving.add(leaving)
+            leaving.add_done_callback(self._leaving.discard)
 
-    async def _let_go(self, runner: asyncio.Task[None], tracker: JobTracker) -> None:
+    async def _let_go(self, runner: asyncio.Task[None], tracker: JobTracker | None) -> None:
         """A job stopped elsewhere: once its runner is gone and a submit under way has
         landed, take its prompt out of ComfyUI (the stopping replica may have looked before
         the prompt arrived)."""
         with suppress(asyncio.CancelledError):
             await runner
-        await tracker.posted(self.settings.comfy_http_timeout_s)
-        await self._withdraw_quietly(tracker)
+        if tracker is not None:
+            await tracker.posted(self.settings.comfy_http_timeout_s)
+            await self._withdraw_quietly(tracker)
 
-    async def cancel(self, job_id: str) -> None:
-        """Stop following a job (its ComfyUI prompt is withdrawn by the caller)."""
+    def _unfollow(self, job_id: str) -> tuple[asyncio.Task[None], JobTracker | None] | None:
+        """Stop following a job here without ending it (its runner is cancelled, its backend
+        freed); the runner, to await, and the tracker it had. None: nothing followed it."""
         self._down_since.pop(job_id, None)
         entry = self._runners.pop(job_id, None)
         if entry is None:
-            return
+            return None
         task, backend = entry
+        self.writer.running.discard(job_id)  # no progress of it is shown any more
         task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task
         backend.inflight.discard(job_id)
         if backend.current_job == job_id:
             backend.current_job = None
         self.wake()
+        return task, self._trackers.get(job_id)
+
+    async def cancel(self, job_id: str) -> None:
+        """Stop following a job (its ComfyUI prompt is withdrawn by the caller)."""
+        entry = self._unfollow(job_id)
+        if entry is not None:
+            with suppress(asyncio.CancelledError):
+                await entry[0]

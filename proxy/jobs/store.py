@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, overload
 
 from sqlalchemy import (
     Column,
@@ -64,6 +64,22 @@ _JSON_FIELDS = ("params", "request", "inputs", "outputs", "attempts")
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def as_utc(value: datetime) -> datetime:
+    """A time read from the database, aware (SQLite drops the zone: it was UTC)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+@overload
+def iso_utc(value: datetime) -> str: ...
+@overload
+def iso_utc(value: None) -> None: ...
+def iso_utc(value: datetime | None) -> str | None:
+    """A time as ISO 8601 in UTC with a Z, as every answer and callback gives times."""
+    if value is None:
+        return None
+    return as_utc(value).astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _to_row(job: Job) -> dict[str, Any]:

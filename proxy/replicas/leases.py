@@ -51,7 +51,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from proxy.db import Database, metadata
-from proxy.jobs.backends import Backend, BackendPool, iso_utc
+from proxy.jobs.backends import Backend, BackendPool
+from proxy.jobs.store import as_utc, iso_utc
 
 log = logging.getLogger("proxy.replicas")
 
@@ -93,12 +94,6 @@ class Replica:
     host: str = field(default_factory=socket.gethostname)
     pid: int = field(default_factory=os.getpid)
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
 
 
 class LeaseKeeper:
@@ -322,11 +317,11 @@ class LeaseKeeper:
         self.held = {
             str(row["backend"])
             for row in leases
-            if (_utc(row["expires_at"]) or now) > now and row["owner"] != self.replica.id
+            if as_utc(row["expires_at"]) > now and row["owner"] != self.replica.id
         }
         for backend in self.pool.backends:
             row = by_backend.get(backend.name)
-            expires = _utc(row["expires_at"]) if row is not None else None
+            expires = as_utc(row["expires_at"]) if row is not None else None
             live = row is not None and expires is not None and expires > now
             backend.owner = str(row["owner"]) if live and row is not None else None
             backend.lease_expires_at = expires if live else None

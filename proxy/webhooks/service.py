@@ -31,7 +31,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -42,7 +42,7 @@ from proxy.db import Database
 from proxy.errors import InvalidInput, NotFound
 from proxy.jobs.bus import EventBus, JobEvent
 from proxy.jobs.models import Job, JobStatus
-from proxy.jobs.store import JobStore, utcnow
+from proxy.jobs.store import JobStore, iso_utc, utcnow
 from proxy.settings import Settings
 from proxy.webhooks.delivery import Backoff
 from proxy.webhooks.outbox import Outbox
@@ -83,10 +83,6 @@ def delivery_id(job_id: str, event_key: str, url: str) -> str:
     or sent, so a second enqueue is a no-op and receivers can drop repeats."""
     digest = hashlib.sha256(f"{job_id}\n{event_key}\n{url}".encode()).hexdigest()
     return f"msg_{digest[:32]}"
-
-
-def timestamp_text(at: datetime) -> str:
-    return at.isoformat().replace("+00:00", "Z")
 
 
 @dataclass
@@ -346,7 +342,7 @@ class WebhookService:
             if base not in bodies:
                 data = {
                     "type": event,
-                    "timestamp": timestamp_text(now),
+                    "timestamp": iso_utc(now),
                     "data": self.render(job, base),
                 }
                 bodies[base] = json.dumps(data, separators=(",", ":"))
