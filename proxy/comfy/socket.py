@@ -120,7 +120,8 @@ class BackendSocket:
 
     async def wait_connected(self, timeout_s: float) -> bool:
         try:
-            await asyncio.wait_for(self._connected.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):  # not wait_for: it may swallow a cancel
+                await self._connected.wait()
         except TimeoutError:
             return False
         return True

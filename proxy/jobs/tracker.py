@@ -256,7 +256,11 @@ class JobTracker:
     async def _follow(self, events: asyncio.Queue[ComfyEvent]) -> None:
         while True:
             try:
-                event = await asyncio.wait_for(events.get(), self._tick_s())
+                # asyncio.timeout, not wait_for: on 3.11 a cancellation (a stop) that lands as
+                # wait_for times out comes back as TimeoutError, and the stopped job would
+                # be followed on until it ended (a stop that took as long as the job).
+                async with asyncio.timeout(self._tick_s()):
+                    event = await events.get()
             except TimeoutError:
                 now = time.monotonic()
                 if now - max(self._last_event, self._last_resync) < self.idle_resync_s:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from contextlib import suppress
 from pathlib import Path
 
 import httpx
@@ -240,10 +241,9 @@ class DownloadManager:
                     f"({record.phase or 'no phase'}, {record.bytes_done} bytes) "
                     f"after {timeout_s} s"
                 )
-            try:
-                await asyncio.wait_for(changed.wait(), remaining)
-            except TimeoutError:
-                pass
+            with suppress(TimeoutError):  # asyncio.timeout: wait_for may swallow a cancel
+                async with asyncio.timeout(remaining):
+                    await changed.wait()
 
     # -- internals -------------------------------------------------------------------------
 

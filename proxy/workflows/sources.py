@@ -109,6 +109,7 @@ class WorkflowSources:
         self.directory = settings.workflows_dir
         self.pool = pool
         self.object_info = ObjectInfo(settings.data_dir / "object_info.json")
+        self._merging = asyncio.Lock()
         self._reloading = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self._stop = asyncio.Event()
@@ -194,7 +195,11 @@ class WorkflowSources:
         except ComfyError as exc:
             log.warning("node schemas of %s not read: %s", backend.name, exc)
             return
-        if await asyncio.to_thread(self.object_info.merge, answer):
+        # One merge at a time: a second one (another backend, a reconnection) must not find
+        # nothing new and go on while the first is still writing what it took.
+        async with self._merging:
+            changed = await asyncio.to_thread(self.object_info.merge, answer)
+        if changed:
             await self.reload(f"node schemas of {backend.name}")
 
     def on_backend_connected(self, backend: Backend) -> None:
